@@ -1,0 +1,33 @@
+import { Queue, type ConnectionOptions } from "bullmq";
+import { WORK_QUEUE, type JobName, type JobPayloads } from "./job-types.js";
+
+/** Producer side: typed enqueueing onto the work queue. */
+export class JobQueue {
+  readonly queue: Queue;
+
+  constructor(connection: ConnectionOptions, prefix: string) {
+    this.queue = new Queue(WORK_QUEUE, {
+      connection,
+      prefix,
+      defaultJobOptions: {
+        attempts: 5,
+        backoff: { type: "exponential", delay: 1000 },
+        removeOnComplete: { age: 24 * 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 24 * 3600 },
+      },
+    });
+  }
+
+  /** Adding the same `jobId` twice is a no-op while the first is kept, so producers may retry freely. */
+  async enqueue<K extends JobName>(name: K, payload: JobPayloads[K], jobId: string): Promise<void> {
+    await this.queue.add(name, payload, { jobId });
+  }
+
+  async depth(): Promise<Record<string, number>> {
+    return this.queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized", "waiting-children");
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

@@ -1,0 +1,46 @@
+import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
+import type { Logger } from "pino";
+import { WORK_QUEUE, type JobName } from "./job-types.js";
+import { assertProcessors, type Processors } from "./processor-registry.js";
+
+export interface JobObserver {
+  jobFinished(name: string, outcome: "completed" | "failed", seconds: number): void;
+}
+
+/**
+ * Consumer side: one BullMQ worker over the work queue dispatching by job name. A worker killed
+ * mid-job leaves the job stalled; BullMQ hands it to another worker, and processors are written to
+ * resume rather than repeat (they look at the record's state first).
+ */
+export function startJobWorker(options: {
+  connection: ConnectionOptions;
+  prefix: string;
+  concurrency: number;
+  processors: Record<string, unknown>;
+  log: Logger;
+  observer?: JobObserver;
+}): Worker {
+  const { processors } = options;
+  assertProcessors(processors);
+  const worker = new Worker(
+    WORK_QUEUE,
+    async (job: Job) => {
+      const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job) => Promise<void>) | undefined;
+      if (!processor) throw new UnrecoverableError(`no processor for job "${job.name}"`);
+      const started = performance.now();
+      const log = options.log.child({ job: job.name, jobId: job.id, attempt: job.attemptsMade + 1 });
+      try {
+        await processor(job.data, job);
+        options.observer?.jobFinished(job.name, "completed", (performance.now() - started) / 1000);
+        log.debug("job completed");
+      } catch (err) {
+        options.observer?.jobFinished(job.name, "failed", (performance.now() - started) / 1000);
+        log.warn({ err }, "job failed");
+        throw err;
+      }
+    },
+    { connection: options.connection, prefix: options.prefix, concurrency: options.concurrency, autorun: true },
+  );
+  worker.on("error", (err) => options.log.error({ err }, "worker error"));
+  return worker;
+}

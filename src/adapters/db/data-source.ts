@@ -1,0 +1,53 @@
+import "reflect-metadata";
+import { DataSource } from "typeorm";
+import { ApiKeyEntity } from "./entities/api-key.entity.js";
+import { EventStreamEntity, JobEventEntity } from "./entities/event.entity.js";
+import { RoleEntity } from "./entities/role.entity.js";
+import { SystemCheckEntity } from "./entities/system-check.entity.js";
+import { SystemSettingEntity } from "./entities/system-setting.entity.js";
+import { UserEntity } from "./entities/user.entity.js";
+import { Foundation1764230400000 } from "./migrations/1764230400000-foundation.js";
+
+export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity];
+export const MIGRATIONS = [Foundation1764230400000];
+
+/** Advisory-lock key for schema migrations and first-start bootstrap ("diffgate" as an int64). */
+const MIGRATION_LOCK_KEY = "7235843316543545716";
+
+export function createDataSource(databaseUrl: string, options: { poolSize?: number; applicationName?: string } = {}): DataSource {
+  return new DataSource({
+    type: "postgres",
+    url: databaseUrl,
+    entities: ENTITIES,
+    migrations: MIGRATIONS,
+    migrationsTableName: "schema_migrations",
+    synchronize: false,
+    migrationsRun: false,
+    uuidExtension: "pgcrypto",
+    installExtensions: false,
+    logging: false,
+    poolSize: options.poolSize ?? 10,
+    applicationName: options.applicationName ?? "diffgate",
+  });
+}
+
+/**
+ * Runs pending migrations, then `afterMigrations` (first-start bootstrap), while holding a session
+ * advisory lock, so that processes starting together apply each migration once and never race.
+ */
+export async function migrateUnderLock(dataSource: DataSource, afterMigrations?: () => Promise<void>): Promise<string[]> {
+  const runner = dataSource.createQueryRunner();
+  await runner.connect();
+  try {
+    await runner.query(`SELECT pg_advisory_lock(${MIGRATION_LOCK_KEY})`);
+    try {
+      const applied = await dataSource.runMigrations({ transaction: "each" });
+      if (afterMigrations) await afterMigrations();
+      return applied.map((m) => m.name);
+    } finally {
+      await runner.query(`SELECT pg_advisory_unlock(${MIGRATION_LOCK_KEY})`);
+    }
+  } finally {
+    await runner.release();
+  }
+}

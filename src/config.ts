@@ -1,0 +1,202 @@
+import path from "node:path";
+import { z } from "zod";
+
+/**
+ * The one place that reads process.env. Everything else receives a Config.
+ *
+ * Unset dependency URLs (DATABASE_URL, REDIS_URL, S3_BUCKET/S3_ENDPOINT, SAGEMAKER_ENDPOINT) mean
+ * "use the embedded default" (see src/local/).
+ */
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+const ROLES = ["all", "api", "worker"] as const;
+
+const emptyToUndefined = (v: unknown) => (typeof v === "string" && v.trim() === "" ? undefined : v);
+
+const optionalString = z.preprocess(emptyToUndefined, z.string().optional());
+const intIn = (min: number, max: number, dflt: number) =>
+  z.preprocess(
+    emptyToUndefined,
+    z.coerce
+      .number({ error: "must be a whole number" })
+      .int({ error: "must be a whole number" })
+      .min(min, { error: `must be at least ${min}` })
+      .max(max, { error: `must be at most ${max}` })
+      .default(dflt),
+  );
+const bool = (dflt: boolean) =>
+  z.preprocess(
+    emptyToUndefined,
+    z
+      .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
+      .transform((v) => v === "true" || v === "1" || v === "yes")
+      .default(dflt),
+  );
+const urlWithProtocols = (protocols: string[]) =>
+  z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .refine(
+        (v) => {
+          try {
+            return protocols.includes(new URL(v).protocol);
+          } catch {
+            return false;
+          }
+        },
+        { error: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}` },
+      )
+      .optional(),
+  );
+
+const envSchema = z.object({
+  PORT: intIn(0, 65535, 8080),
+  HOST: z.preprocess(emptyToUndefined, z.string().min(1).default("127.0.0.1")),
+  ROLE: z.preprocess(emptyToUndefined, z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }).default("all")),
+  DATA_DIR: z.preprocess(emptyToUndefined, z.string().min(1).default("./data")),
+  DATABASE_URL: urlWithProtocols(["postgres:", "postgresql:"]),
+  REDIS_URL: urlWithProtocols(["redis:", "rediss:"]),
+  S3_BUCKET: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: "must be a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)" })
+      .optional(),
+  ),
+  S3_ENDPOINT: urlWithProtocols(["http:", "https:"]),
+  S3_FORCE_PATH_STYLE: bool(true),
+  AWS_REGION: z.preprocess(
+    emptyToUndefined,
+    z.string().regex(/^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$/, { error: "must be an AWS region such as us-east-1" }).default("us-east-1"),
+  ),
+  SAGEMAKER_ENDPOINT: urlWithProtocols(["http:", "https:"]),
+  API_KEY: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{20,128}$/, { error: "must be 20 to 128 characters of letters, digits, '_' or '-'" })
+      .optional(),
+  ),
+  ADMIN_USERNAME: z.preprocess(
+    emptyToUndefined,
+    z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/, { error: "must be 1-64 letters, digits, '_', '.', '@' or '-'" }).default("admin"),
+  ),
+  SESSION_SECRET: z.preprocess(emptyToUndefined, z.string().min(32, { error: "must be at least 32 characters" }).optional()),
+  SESSION_TTL_SECONDS: intIn(60, 30 * 24 * 3600, 12 * 3600),
+  REST_PREFIX: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .regex(/^\/[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, { error: "must look like /prod (a leading slash, no trailing slash)" })
+      .optional(),
+  ),
+  CORS_ORIGINS: z.preprocess(emptyToUndefined, z.string().default("*")),
+  BODY_LIMIT_BYTES: intIn(1024, 256 * 1024 * 1024, 32 * 1024 * 1024),
+  LOG_LEVEL: z.preprocess(emptyToUndefined, z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info")),
+  WORKER_CONCURRENCY: intIn(1, 1000, 8),
+  QUEUE_PREFIX: z.preprocess(emptyToUndefined, z.string().regex(/^[A-Za-z0-9_:-]{1,64}$/, { error: "must be 1-64 of A-Z a-z 0-9 _ : -" }).default("diffgate")),
+  SHUTDOWN_TIMEOUT_MS: intIn(100, 120_000, 9_000),
+  GRAPHIQL: bool(true),
+});
+
+export type Role = (typeof ROLES)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  port: number;
+  host: string;
+  role: Role;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  s3: { bucket: string; endpoint: string | undefined; forcePathStyle: boolean; embedded: boolean };
+  awsRegion: string;
+  sagemakerEndpoint: string | undefined;
+  apiKey: string | undefined;
+  adminUsername: string;
+  sessionSecret: string | undefined;
+  sessionTtlSeconds: number;
+  restPrefix: string | undefined;
+  corsOrigins: "*" | string[];
+  bodyLimitBytes: number;
+  logLevel: LogLevel;
+  workerConcurrency: number;
+  queuePrefix: string;
+  shutdownTimeoutMs: number;
+  graphiql: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? "?");
+      const raw = env[key];
+      const shown = key === "API_KEY" || key === "SESSION_SECRET" || key.endsWith("_URL") ? "" : raw === undefined ? "" : ` (got ${JSON.stringify(raw)})`;
+      return `${key}: ${issue.message}${shown}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const corsOrigins = e.CORS_ORIGINS.trim() === "*" ? ("*" as const) : e.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean);
+  if (corsOrigins !== "*") {
+    for (const origin of corsOrigins) {
+      try {
+        const u = new URL(origin);
+        if (u.origin !== origin) problems.push(`CORS_ORIGINS: ${JSON.stringify(origin)} must be a bare origin such as https://app.example.com`);
+      } catch {
+        problems.push(`CORS_ORIGINS: ${JSON.stringify(origin)} is not an origin`);
+      }
+    }
+  }
+  if (e.S3_ENDPOINT && !e.S3_BUCKET) problems.push("S3_BUCKET: must be set when S3_ENDPOINT is set");
+  if (problems.length) throw new ConfigError(problems);
+
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    role: e.ROLE,
+    dataDir: path.resolve(e.DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    s3: { bucket: e.S3_BUCKET ?? "diffgate", endpoint: e.S3_ENDPOINT, forcePathStyle: e.S3_FORCE_PATH_STYLE, embedded: !e.S3_BUCKET },
+    awsRegion: e.AWS_REGION,
+    sagemakerEndpoint: e.SAGEMAKER_ENDPOINT,
+    apiKey: e.API_KEY,
+    adminUsername: e.ADMIN_USERNAME,
+    sessionSecret: e.SESSION_SECRET,
+    sessionTtlSeconds: e.SESSION_TTL_SECONDS,
+    restPrefix: e.REST_PREFIX,
+    corsOrigins,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    logLevel: e.LOG_LEVEL,
+    workerConcurrency: e.WORKER_CONCURRENCY,
+    queuePrefix: e.QUEUE_PREFIX,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    graphiql: e.GRAPHIQL,
+  };
+}
+
+/**
+ * The AWS SDK picks endpoint overrides up from the environment (AWS_ENDPOINT_URL_*), so that product
+ * code builds its clients the same way for real AWS and for the embedded emulator. This is the one
+ * sanctioned writer of those variables.
+ */
+export function exportSdkEndpointOverrides(overrides: { sagemaker: string; credentials?: { accessKeyId: string; secretAccessKey: string } }): void {
+  process.env.AWS_ENDPOINT_URL_SAGEMAKER = overrides.sagemaker;
+  process.env.AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME = overrides.sagemaker;
+  process.env.AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING = overrides.sagemaker;
+  if (overrides.credentials && !process.env.AWS_ACCESS_KEY_ID) {
+    process.env.AWS_ACCESS_KEY_ID = overrides.credentials.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = overrides.credentials.secretAccessKey;
+  }
+}

@@ -1,0 +1,26 @@
+import { unwrapResolverError } from "@apollo/server/errors";
+import { GraphQLError, type GraphQLFormattedError } from "graphql";
+import type { Logger } from "pino";
+import { DomainError } from "../domain/errors.js";
+
+/** Codes that graphql-js and Apollo attach themselves, for malformed or invalid operations. */
+const PROTOCOL_CODES = new Set(["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "PERSISTED_QUERY_NOT_FOUND", "PERSISTED_QUERY_NOT_SUPPORTED", "OPERATION_RESOLUTION_FAILURE", "BAD_REQUEST"]);
+
+/** The single mapping of errors to GraphQL: DomainError codes pass through, anything else is masked. */
+export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, log: Logger): GraphQLFormattedError {
+  const original = unwrapResolverError(error);
+  const base = { ...(formatted.locations ? { locations: formatted.locations } : {}), ...(formatted.path ? { path: formatted.path } : {}) };
+  if (original instanceof DomainError) {
+    return { ...base, message: original.message, extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) } };
+  }
+  const code = formatted.extensions?.code;
+  if (typeof code === "string" && PROTOCOL_CODES.has(code)) {
+    return { ...base, message: formatted.message, extensions: { code: code === "BAD_USER_INPUT" ? "BAD_INPUT" : code } };
+  }
+  if (original instanceof GraphQLError && !original.originalError && code === undefined) {
+    // graphql-js's own errors (e.g. variable coercion) are about the request, not about us.
+    return { ...base, message: formatted.message, extensions: { code: "BAD_INPUT" } };
+  }
+  log.error({ err: original }, "unhandled error in a GraphQL operation");
+  return { ...base, message: "internal error", extensions: { code: "INTERNAL" } };
+}

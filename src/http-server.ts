@@ -1,0 +1,219 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import { ApolloServer } from "@apollo/server";
+import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
+import fastifyApollo, { fastifyApolloDrainPlugin } from "@as-integrations/fastify";
+import cors from "@fastify/cors";
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import type { ExecutionResult, GraphQLFormattedError } from "graphql";
+import { CloseCode } from "graphql-ws";
+import { useServer } from "graphql-ws/use/ws";
+import { WebSocketServer } from "ws";
+import { DomainError } from "./domain/errors.js";
+import type { Principal } from "./domain/principal.js";
+import { createContext, type GraphQLContext } from "./graphql/context.js";
+import { formatGraphQLError } from "./graphql/error-mapping.js";
+import { graphiqlPage } from "./graphql/graphiql-page.js";
+import { graphQLSchema } from "./graphql/schema.js";
+import { credentialsFromConnectionParams, credentialsFromHeaders } from "./rest/credentials.js";
+import { sendEnvelope } from "./rest/envelope.js";
+import { describeFrameworkError, HTTP_STATUS_BY_CODE } from "./rest/error-mapping.js";
+import { restApi } from "./rest/rest-api.js";
+import type { Runtime } from "./runtime.js";
+import { runProbes } from "./services/dependency-probes.js";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const ALLOWED_HEADERS = ["Content-Type", "X-Amz-Date", "Authorization", "X-Api-Key", "X-Amz-Security-Token", "X-Amz-User-Agent", "Idempotency-Key", "X-Request-Id", "Apollo-Require-Preflight"];
+
+export interface HttpServer {
+  app: FastifyInstance;
+  /** Listens and returns the base URL. */
+  listen(port: number, host: string): Promise<string>;
+  /** Stops accepting, closes subscriptions with 1001, and waits for in-flight requests. */
+  close(): Promise<void>;
+}
+
+/** One port: REST compatibility layer, GraphQL over HTTP and graphql-ws, GraphiQL, and operations routes. */
+export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
+  const { config, log } = runtime;
+  const app = Fastify({
+    loggerInstance: log as unknown as FastifyBaseLogger,
+    bodyLimit: config.bodyLimitBytes,
+    genReqId: (req: IncomingMessage) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    forceCloseConnections: "idle",
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  app.decorateRequest("principal", null);
+  // Upstream's Lambdas parsed every body as JSON whatever its Content-Type (Python clients often send
+  // none, or text/plain); do the same rather than refusing them.
+  app.removeContentTypeParser("text/plain");
+  app.addContentTypeParser("*", { parseAs: "string" }, (_request, body, done) => {
+    const text = String(body);
+    if (text.trim() === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(Object.assign(new Error((e as Error).message), { statusCode: 400, code: "FST_ERR_CTP_INVALID_JSON_BODY" }), undefined);
+    }
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    runtime.metrics.httpDuration.observe(
+      { method: request.method, route: request.routeOptions.url ?? "unmatched", status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  await app.register(cors, {
+    origin: config.corsOrigins === "*" ? "*" : config.corsOrigins,
+    credentials: false,
+    methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    allowedHeaders: ALLOWED_HEADERS,
+    exposedHeaders: ["x-api-version", "x-request-id"],
+    maxAge: 600,
+  });
+
+  app.setErrorHandler((error: FastifyError | DomainError | Error, request, reply) => {
+    const isGraphQL = request.url.startsWith("/graphql");
+    let status: number;
+    let message: string;
+    let code: string;
+    if (error instanceof DomainError) {
+      status = HTTP_STATUS_BY_CODE[error.code];
+      message = error.message;
+      code = error.code;
+    } else {
+      const known = describeFrameworkError(error as FastifyError, config.bodyLimitBytes);
+      if (known) {
+        status = known.status;
+        message = known.message;
+        code = status === 413 ? "PAYLOAD_TOO_LARGE" : "BAD_INPUT";
+      } else {
+        request.log.error({ err: error }, "unhandled error");
+        status = 500;
+        message = `internal error (request id ${request.id})`;
+        code = "INTERNAL";
+      }
+    }
+    if (status >= 500) request.log.warn({ status, code }, message);
+    if (isGraphQL) return reply.code(status).send({ errors: [{ message, extensions: { code } }] });
+    return sendEnvelope(reply, status, undefined, message);
+  });
+  app.setNotFoundHandler((request, reply) => sendEnvelope(reply, 404, undefined, `no route ${request.method} ${request.url.split("?")[0]}`));
+
+  // ---------------------------------------------------------------- operations
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_request, reply) => {
+    const probes = await runProbes(runtime.readinessProbes, 2000);
+    const ready = probes.every((p) => p.ok);
+    return reply.code(ready ? 200 : 503).send({ status: ready ? "ready" : "not ready", probes });
+  });
+  app.get("/metrics", async (_request, reply) => reply.type(runtime.metrics.registry.contentType).send(await runtime.metrics.registry.metrics()));
+  if (config.graphiql) app.get("/graphiql", async (_request, reply) => reply.type("text/html; charset=utf-8").header("cache-control", "no-cache").send(graphiqlPage()));
+
+  // ---------------------------------------------------------------- REST
+  await app.register(restApi, { runtime });
+  if (config.restPrefix) await app.register(restApi, { runtime, prefix: config.restPrefix });
+
+  // ---------------------------------------------------------------- GraphQL (HTTP + graphql-ws)
+  const schema = await graphQLSchema();
+  const formatError = (formatted: GraphQLFormattedError, error: unknown) => formatGraphQLError(formatted, error, log);
+  const wss = new WebSocketServer({ server: app.server, path: "/graphql", maxPayload: config.bodyLimitBytes });
+  const socketPrincipals = new WeakMap<object, Principal>();
+  const wsServer = useServer<Record<string, unknown> | undefined, { socket: unknown; request: IncomingMessage }>(
+    {
+      schema,
+      onConnect: async (ctx) => {
+        const credentials = credentialsFromConnectionParams(ctx.connectionParams);
+        const socket = ctx.extra.socket as { close(code: number, reason: string): void };
+        if (!credentials.apiKey && !credentials.bearer) {
+          socket.close(CloseCode.Unauthorized, "Unauthorized: send x-api-key or a token in connection_init");
+          return false;
+        }
+        try {
+          socketPrincipals.set(ctx, await runtime.access.authenticate(credentials));
+          return true;
+        } catch (e) {
+          if (e instanceof DomainError && e.code === "UNAUTHENTICATED") {
+            socket.close(CloseCode.Unauthorized, `Unauthorized: ${e.message}`.slice(0, 120));
+            return false;
+          }
+          if (e instanceof DomainError && e.code === "FORBIDDEN") return false; // graphql-ws closes with 4403
+          log.error({ err: e }, "graphql-ws authentication failed");
+          socket.close(CloseCode.InternalServerError, "Internal error");
+          return false;
+        }
+      },
+      context: (ctx) => {
+        const requestId = randomUUID();
+        return createContext(runtime, {}, log.child({ reqId: requestId, transport: "ws" }), requestId, socketPrincipals.get(ctx));
+      },
+      onNext: (_ctx, _id, _payload, _args, result) => {
+        const r = result as ExecutionResult;
+        if (!r.errors?.length) return undefined;
+        return { ...r, errors: r.errors.map((e) => formatError(e.toJSON(), e)) } as unknown as typeof result;
+      },
+      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e.toJSON(), e)) as never,
+    },
+    wss,
+  );
+
+  const apollo = new ApolloServer<GraphQLContext>({
+    schema,
+    introspection: true,
+    includeStacktraceInErrorResponses: false,
+    formatError,
+    plugins: [
+      fastifyApolloDrainPlugin(app),
+      ApolloServerPluginLandingPageDisabled(),
+      {
+        async serverWillStart() {
+          return { drainServer: async () => wsServer.dispose() };
+        },
+      },
+      {
+        async requestDidStart() {
+          return {
+            async willSendResponse(rc) {
+              const type = rc.operation?.operation ?? "unknown";
+              const outcome = rc.response.body.kind === "single" && rc.response.body.singleResult.errors?.length ? "error" : "ok";
+              runtime.metrics.graphqlOperations.inc({ type, outcome });
+            },
+          };
+        },
+      },
+    ],
+  });
+  await apollo.start();
+  await app.register(fastifyApollo(apollo), {
+    path: "/graphql",
+    method: ["GET", "POST"],
+    context: async (request) => createContext(runtime, credentialsFromHeaders(request.headers), request.log, request.id),
+  });
+
+  let closed = false;
+  return {
+    app,
+    async listen(port, host) {
+      await app.listen({ port, host });
+      const address = app.server.address();
+      const actualPort = typeof address === "object" && address ? address.port : port;
+      return `http://${host.includes(":") ? `[${host}]` : host}:${actualPort}`;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      // app.close() runs Apollo's drain (which disposes graphql-ws, closing sockets with 1001).
+      await app.close();
+      await apollo.stop().catch(() => undefined);
+      wss.close();
+    },
+  };
+}

@@ -1,0 +1,23 @@
+import { DomainError } from "../domain/errors.js";
+
+/** The JSON body as an object, refusing anything else (arrays, strings, null, a missing body). */
+export function bodyObject(body: unknown): Record<string, unknown> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw DomainError.badInput("the request body must be a JSON object");
+  }
+  return body as Record<string, unknown>;
+}
+
+/** Refuses fields a route does not know, naming them (upstream crashed with a 502 instead). */
+export function refuseUnknownFields(body: Record<string, unknown>, known: readonly string[]): void {
+  const unknown = Object.keys(body).filter((k) => !known.includes(k));
+  if (unknown.length) throw DomainError.badInput(`unknown field(s): ${unknown.join(", ")}; this route accepts ${known.join(", ")}`, unknown[0]);
+}
+
+/** A query-string value as one string (a repeated parameter is refused). */
+export function queryString(query: unknown, name: string): string | undefined {
+  const value = (query as Record<string, unknown> | undefined)?.[name];
+  if (value === undefined || value === "") return undefined;
+  if (typeof value !== "string") throw DomainError.badInput(`${name}: give it once`, name);
+  return value;
+}

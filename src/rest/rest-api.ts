@@ -1,0 +1,30 @@
+import type { FastifyInstance } from "fastify";
+import type { Principal } from "../domain/principal.js";
+import type { Runtime } from "../runtime.js";
+import { credentialsFromHeaders } from "./credentials.js";
+import { API_VERSION } from "./envelope.js";
+import { pingRoutes } from "./routes/ping.js";
+import { roleRoutes } from "./routes/roles.js";
+import { userRoutes } from "./routes/users.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+}
+
+/**
+ * The REST compatibility layer (upstream's routes and wire format). Registered at `/` and, when
+ * REST_PREFIX is set, again under it, since clients are configured with an API Gateway stage URL.
+ */
+export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runtime }): Promise<void> {
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-api-version", API_VERSION);
+    if (request.method === "OPTIONS") return;
+    // Authenticate before the body is read, so that anonymous callers cannot make us parse megabytes.
+    request.principal = await runtime.access.authenticate(credentialsFromHeaders(request.headers));
+  });
+  await app.register(pingRoutes);
+  await app.register(userRoutes, { runtime });
+  await app.register(roleRoutes, { runtime });
+}

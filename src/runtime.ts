@@ -1,0 +1,118 @@
+import os from "node:os";
+import type { Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { DataSource } from "typeorm";
+import { JobQueue } from "../queues/job-queue.js";
+import { startJobWorker } from "../queues/job-worker.js";
+import { buildProcessors } from "../queues/processors/index.js";
+import type { Config } from "./config.js";
+import { createDataSource, migrateUnderLock } from "./adapters/db/data-source.js";
+import { RedisEventBus } from "./adapters/events/event-bus.js";
+import { closeRedis, createRedisConnection } from "./adapters/redis-connection.js";
+import { SageMakerClients } from "./adapters/sagemaker/sagemaker-clients.js";
+import { ObjectStore, type ObjectStoreSettings } from "./adapters/storage/object-store.js";
+import { Metrics } from "./observability/metrics.js";
+import { AccessService } from "./services/access-service.js";
+import type { DependencyProbe } from "./services/dependency-probes.js";
+import { EventLog } from "./services/event-log.js";
+import { JobEventService } from "./services/job-event-service.js";
+import { SystemCheckService } from "./services/system-check-service.js";
+
+/** Where the dependencies are, after the embedded defaults (if any) have started. */
+export interface ResolvedDependencies {
+  databaseUrl: string;
+  redisUrl: string;
+  objectStore: ObjectStoreSettings;
+  /** Create the bucket when missing (embedded store only). */
+  ensureBucket: boolean;
+}
+
+export interface BootstrapOutcome {
+  appliedMigrations: string[];
+  adminCreated: boolean;
+  generatedApiKey?: string;
+}
+
+/** Everything a process needs, wired once. Transports and workers take what they need from here. */
+export class Runtime {
+  readonly workerId = `${os.hostname()}:${process.pid}`;
+  readonly db: DataSource;
+  readonly redis: Redis;
+  readonly subscriber: Redis;
+  readonly bus: RedisEventBus;
+  readonly events: EventLog;
+  readonly storage: ObjectStore;
+  readonly sagemaker: SageMakerClients;
+  readonly queue: JobQueue;
+  readonly metrics: Metrics;
+  readonly access: AccessService;
+  readonly systemChecks: SystemCheckService;
+  readonly jobEvents: JobEventService;
+  /** What /readyz asks. */
+  readonly readinessProbes: DependencyProbe[];
+  private worker: Worker | undefined;
+
+  constructor(
+    readonly config: Config,
+    readonly deps: ResolvedDependencies,
+    readonly log: Logger,
+  ) {
+    this.db = createDataSource(deps.databaseUrl, { applicationName: `diffgate-${config.role}` });
+    this.redis = createRedisConnection(deps.redisUrl, `diffgate-${config.role}`);
+    this.subscriber = createRedisConnection(deps.redisUrl, `diffgate-${config.role}-events`);
+    this.bus = new RedisEventBus(this.redis, this.subscriber, config.queuePrefix, log);
+    this.events = new EventLog(this.db, this.bus, log);
+    this.storage = new ObjectStore(deps.objectStore);
+    this.sagemaker = new SageMakerClients(config.awsRegion);
+    this.queue = new JobQueue(this.redis, config.queuePrefix);
+    this.metrics = new Metrics({ queueDepth: () => this.queue.depth(), activeSubscriptions: () => this.bus.activeStreams });
+    this.access = new AccessService(this.db, config.sessionTtlSeconds);
+    this.jobEvents = new JobEventService(this.events);
+    this.readinessProbes = [
+      { name: "postgres", check: async () => void (await this.db.query("SELECT 1")) },
+      { name: "redis", check: async () => void (await this.redis.ping()) },
+      { name: "object-store", check: (signal) => this.storage.ping(signal) },
+    ];
+    const workerProbes: DependencyProbe[] = [...this.readinessProbes, { name: "sagemaker", check: (signal) => this.sagemaker.ping(signal) }];
+    this.systemChecks = new SystemCheckService(this.db, this.events, this.queue, workerProbes, this.workerId);
+  }
+
+  /** Connects, migrates under the advisory lock and runs the first-start bootstrap. */
+  async start(): Promise<BootstrapOutcome> {
+    await this.db.initialize();
+    if (this.deps.ensureBucket) await this.storage.ensureBucket();
+    let bootstrap: Omit<BootstrapOutcome, "appliedMigrations"> = { adminCreated: false };
+    const appliedMigrations = await migrateUnderLock(this.db, async () => {
+      bootstrap = await this.access.bootstrap({
+        adminUsername: this.config.adminUsername,
+        ...(this.config.apiKey ? { apiKey: this.config.apiKey } : {}),
+        ...(this.config.sessionSecret ? { sessionSecret: this.config.sessionSecret } : {}),
+      });
+    });
+    return { appliedMigrations, ...bootstrap };
+  }
+
+  startWorker(): Worker {
+    this.worker ??= startJobWorker({
+      connection: this.redis,
+      prefix: this.config.queuePrefix,
+      concurrency: this.config.workerConcurrency,
+      processors: buildProcessors({ systemChecks: this.systemChecks }),
+      log: this.log.child({ component: "worker" }),
+      observer: this.metrics,
+    });
+    return this.worker;
+  }
+
+  /** Lets running jobs finish (up to the caller's deadline), then closes every connection. */
+  async close(): Promise<void> {
+    if (this.worker) await this.worker.close().catch((err: unknown) => this.log.warn({ err }, "closing the worker failed"));
+    await this.queue.close().catch(() => undefined);
+    await closeRedis(this.subscriber);
+    await closeRedis(this.redis);
+    this.storage.destroy();
+    this.sagemaker.destroy();
+    if (this.db.isInitialized) await this.db.destroy().catch(() => undefined);
+  }
+}
