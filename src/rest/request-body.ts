@@ -21,3 +21,20 @@ export function queryString(query: unknown, name: string): string | undefined {
   if (typeof value !== "string") throw DomainError.badInput(`${name}: give it once`, name);
   return value;
 }
+
+/** Runs a service call whose input was renamed from the wire's names, and names fields the wire's way in errors. */
+export async function withWireFieldNames<T>(wireNames: Record<string, string>, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    if (e instanceof DomainError && e.field) {
+      const [head, ...rest] = e.field.split(".");
+      const wire = head !== undefined ? wireNames[head] : undefined;
+      if (wire) {
+        const field = [wire, ...rest].join(".");
+        throw new DomainError(e.code, e.message.startsWith(`${e.field}:`) ? `${field}:${e.message.slice(e.field.length + 1)}` : e.message, field);
+      }
+    }
+    throw e;
+  }
+}

@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { createDataSource } from "../../src/adapters/db/data-source.js";
 import { spawnDiffgate } from "../helpers/child-process.js";
 import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from "../helpers/test-database.js";
@@ -70,9 +71,16 @@ describe("npm start on embedded defaults", () => {
     expect(await graphiql.text()).toContain("Diffgate GraphiQL");
     const created = await rest(base1!, "POST", "/users", { key, body: { username: "persisted", password: "persisted-pass", roles: [] } });
     expect(created.status).toBe(201);
+    // An open graphql-ws connection is closed with 1001 (going away) by the shutdown.
+    const socket = new WebSocket(`${base1!.replace(/^http/, "ws")}/graphql`, "graphql-transport-ws");
+    const acked = new Promise<void>((resolve) => socket.on("message", (m) => JSON.parse(m.toString()).type === "connection_ack" && resolve()));
+    const closed = new Promise<number>((resolve) => socket.on("close", (code) => resolve(code)));
+    socket.on("open", () => socket.send(JSON.stringify({ type: "connection_init", payload: { "x-api-key": key } })));
+    await acked;
     const stopped = await first.stop("SIGTERM");
     expect(stopped.code).toBe(0);
     expect(stopped.ms).toBeLessThan(10_000);
+    expect(await closed).toBe(1001);
 
     const second = spawnDiffgate(env);
     const [, base2] = (await second.waitFor(/REST:\s+(http:\/\/\S+?)\/\s/, 90_000)) as RegExpMatchArray;

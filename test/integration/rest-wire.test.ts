@@ -100,6 +100,11 @@ describe("REST wire format", () => {
       expect(res.body?.message, `${method} ${route}`).toBeTruthy();
       expect(res.text).not.toMatch(/\n\s+at /);
     }
+    // Errors name fields as the wire does.
+    const missingName = await rest(base, "POST", "/roles", { key, body: { permissions: ["inference:all"] } });
+    expect(missingName.body.message).toMatch(/^role_name: /);
+    const emptyList = await rest(base, "DELETE", "/users", { key, body: { user_name_list: [] } });
+    expect(emptyList.body.message).toMatch(/^user_name_list: /);
   });
 });
 

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { UserView } from "../../services/access-service.js";
 import type { Runtime } from "../../runtime.js";
 import { sendEnvelope } from "../envelope.js";
-import { bodyObject, queryString, refuseUnknownFields } from "../request-body.js";
+import { bodyObject, queryString, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
 
 /** Upstream's user record; the password is always masked (upstream could reveal it with show_password). */
 function wireUser(u: UserView) {
@@ -31,7 +31,7 @@ export async function userRoutes(app: FastifyInstance, { runtime }: { runtime: R
   app.delete("/users", async (request, reply) => {
     const body = bodyObject(request.body);
     refuseUnknownFields(body, ["user_name_list"]);
-    await runtime.access.deleteUsers(request.principal!, body.user_name_list);
+    await withWireFieldNames({ usernames: "user_name_list" }, () => runtime.access.deleteUsers(request.principal!, body.user_name_list));
     return sendEnvelope(reply, 204, undefined, "Users Deleted");
   });
 }
