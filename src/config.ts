@@ -66,6 +66,8 @@ const envSchema = z.object({
   ),
   S3_ENDPOINT: urlWithProtocols(["http:", "https:"]),
   S3_FORCE_PATH_STYLE: bool(true),
+  S3_ACCESS_KEY_ID: optionalString,
+  S3_SECRET_ACCESS_KEY: optionalString,
   AWS_REGION: z.preprocess(
     emptyToUndefined,
     z.string().regex(/^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$/, { error: "must be an AWS region such as us-east-1" }).default("us-east-1"),
@@ -110,7 +112,14 @@ export interface Config {
   dataDir: string;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
-  s3: { bucket: string; endpoint: string | undefined; forcePathStyle: boolean; embedded: boolean };
+  s3: {
+    bucket: string;
+    endpoint: string | undefined;
+    forcePathStyle: boolean;
+    embedded: boolean;
+    /** Credentials of the object store alone (an S3-compatible store's keys); else the AWS chain. */
+    credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
+  };
   awsRegion: string;
   sagemakerEndpoint: string | undefined;
   apiKey: string | undefined;
@@ -140,7 +149,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "?");
       const raw = env[key];
-      const shown = key === "API_KEY" || key === "SESSION_SECRET" || key.endsWith("_URL") ? "" : raw === undefined ? "" : ` (got ${JSON.stringify(raw)})`;
+      const secret = ["API_KEY", "SESSION_SECRET", "S3_SECRET_ACCESS_KEY"].includes(key) || key.endsWith("_URL");
+      const shown = secret ? "" : raw === undefined ? "" : ` (got ${JSON.stringify(raw)})`;
       return `${key}: ${issue.message}${shown}`;
     });
     throw new ConfigError(problems);
@@ -159,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   if (e.S3_ENDPOINT && !e.S3_BUCKET) problems.push("S3_BUCKET: must be set when S3_ENDPOINT is set");
+  if (!!e.S3_ACCESS_KEY_ID !== !!e.S3_SECRET_ACCESS_KEY) problems.push("S3_ACCESS_KEY_ID: set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither");
   if (problems.length) throw new ConfigError(problems);
 
   return {
@@ -168,7 +179,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,
-    s3: { bucket: e.S3_BUCKET ?? "diffgate", endpoint: e.S3_ENDPOINT, forcePathStyle: e.S3_FORCE_PATH_STYLE, embedded: !e.S3_BUCKET },
+    s3: {
+      bucket: e.S3_BUCKET ?? "diffgate",
+      endpoint: e.S3_ENDPOINT,
+      forcePathStyle: e.S3_FORCE_PATH_STYLE,
+      embedded: !e.S3_BUCKET,
+      credentials: e.S3_ACCESS_KEY_ID && e.S3_SECRET_ACCESS_KEY ? { accessKeyId: e.S3_ACCESS_KEY_ID, secretAccessKey: e.S3_SECRET_ACCESS_KEY } : undefined,
+    },
     awsRegion: e.AWS_REGION,
     sagemakerEndpoint: e.SAGEMAKER_ENDPOINT,
     apiKey: e.API_KEY,

@@ -47,7 +47,13 @@ export async function startDependencies(config: Config, envPath: string | undefi
       objectStore = { bucket: config.s3.bucket, region: config.awsRegion, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials };
       notes.push(`object store: s3rver at ${s3.endpoint}, bucket "${config.s3.bucket}", files in ${config.dataDir}/s3`);
     } else {
-      objectStore = { bucket: config.s3.bucket, region: config.awsRegion, forcePathStyle: config.s3.forcePathStyle, ...(config.s3.endpoint ? { endpoint: config.s3.endpoint } : {}) };
+      objectStore = {
+        bucket: config.s3.bucket,
+        region: config.awsRegion,
+        forcePathStyle: config.s3.forcePathStyle,
+        ...(config.s3.endpoint ? { endpoint: config.s3.endpoint } : {}),
+        ...(config.s3.credentials ? { credentials: config.s3.credentials } : {}),
+      };
     }
 
     if (config.sagemakerEndpoint) {

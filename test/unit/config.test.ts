@@ -16,7 +16,7 @@ describe("config", () => {
   it("has the documented defaults with nothing set", () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 8080, host: "127.0.0.1", role: "all", dataDir: path.resolve("./data"), logLevel: "info", awsRegion: "us-east-1", restPrefix: undefined, apiKey: undefined, corsOrigins: "*" });
-    expect(c.s3).toEqual({ bucket: "diffgate", endpoint: undefined, forcePathStyle: true, embedded: true });
+    expect(c.s3).toEqual({ bucket: "diffgate", endpoint: undefined, forcePathStyle: true, embedded: true, credentials: undefined });
     expect(c.databaseUrl).toBeUndefined();
     expect(c.redisUrl).toBeUndefined();
   });
@@ -41,6 +41,8 @@ describe("config", () => {
 
   it("checks combinations and CORS origins", () => {
     expect(problems({ S3_ENDPOINT: "http://minio:9000" })).toEqual(["S3_BUCKET: must be set when S3_ENDPOINT is set"]);
+    expect(problems({ S3_BUCKET: "bkt", S3_ACCESS_KEY_ID: "minio" })).toEqual([expect.stringContaining("S3_SECRET_ACCESS_KEY")]);
+    expect(loadConfig({ S3_BUCKET: "bkt", S3_ACCESS_KEY_ID: "minio", S3_SECRET_ACCESS_KEY: "secret" }).s3.credentials).toEqual({ accessKeyId: "minio", secretAccessKey: "secret" });
     expect(problems({ CORS_ORIGINS: "https://a.example.com, https://b.example.com/path" })).toEqual([expect.stringContaining("https://b.example.com/path")]);
     expect(loadConfig({ CORS_ORIGINS: "https://a.example.com,https://b.example.com" }).corsOrigins).toEqual(["https://a.example.com", "https://b.example.com"]);
   });
