@@ -23,6 +23,11 @@ export class JobQueue {
     await this.queue.add(name, payload, { jobId });
   }
 
+  /** Runs `name` every `everyMs` (one schedule however many workers upsert it). */
+  async schedule<K extends JobName>(schedulerId: string, name: K, payload: JobPayloads[K], everyMs: number): Promise<void> {
+    await this.queue.upsertJobScheduler(schedulerId, { every: everyMs }, { name, data: payload, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } });
+  }
+
   async depth(): Promise<Record<string, number>> {
     return this.queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized", "waiting-children");
   }

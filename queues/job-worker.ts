@@ -1,4 +1,4 @@
-import { UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
+import { DelayedError, UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
 import type { Logger } from "pino";
 import { WORK_QUEUE, type JobName } from "./job-types.js";
 import { assertProcessors, type Processors } from "./processor-registry.js";
@@ -16,6 +16,8 @@ export function startJobWorker(options: {
   connection: ConnectionOptions;
   prefix: string;
   concurrency: number;
+  /** Lock duration and stalled check interval: how soon a dead worker's job goes to another. */
+  lockMs: number;
   processors: Record<string, unknown>;
   log: Logger;
   observer?: JobObserver;
@@ -24,22 +26,31 @@ export function startJobWorker(options: {
   assertProcessors(processors);
   const worker = new Worker(
     WORK_QUEUE,
-    async (job: Job) => {
-      const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job) => Promise<void>) | undefined;
+    async (job: Job, token?: string) => {
+      const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job, token: string | undefined) => Promise<void>) | undefined;
       if (!processor) throw new UnrecoverableError(`no processor for job "${job.name}"`);
       const started = performance.now();
       const log = options.log.child({ job: job.name, jobId: job.id, attempt: job.attemptsMade + 1 });
       try {
-        await processor(job.data, job);
+        await processor(job.data, job, token);
         options.observer?.jobFinished(job.name, "completed", (performance.now() - started) / 1000);
         log.debug("job completed");
       } catch (err) {
+        if (err instanceof DelayedError) throw err; // parked to look again later, not a failure
         options.observer?.jobFinished(job.name, "failed", (performance.now() - started) / 1000);
         log.warn({ err }, "job failed");
         throw err;
       }
     },
-    { connection: options.connection, prefix: options.prefix, concurrency: options.concurrency, autorun: true },
+    {
+      connection: options.connection,
+      prefix: options.prefix,
+      concurrency: options.concurrency,
+      lockDuration: options.lockMs,
+      stalledInterval: options.lockMs,
+      maxStalledCount: 3,
+      autorun: true,
+    },
   );
   worker.on("error", (err) => options.log.error({ err }, "worker error"));
   return worker;

@@ -1,7 +1,7 @@
 import type { Job } from "bullmq";
 import { JOB_NAMES, type JobName, type JobPayloads } from "./job-types.js";
 
-export type Processor<K extends JobName> = (payload: JobPayloads[K], job: Job<JobPayloads[K], unknown, K>) => Promise<void>;
+export type Processor<K extends JobName> = (payload: JobPayloads[K], job: Job<JobPayloads[K], unknown, K>, token: string | undefined) => Promise<void>;
 export type Processors = { [K in JobName]: Processor<K> };
 
 /** Fails the start when a job name has no processor or a processor has no job name. */

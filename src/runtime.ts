@@ -14,6 +14,7 @@ import { SageMakerClients } from "./adapters/sagemaker/sagemaker-clients.js";
 import { ObjectStore, type ObjectStoreSettings } from "./adapters/storage/object-store.js";
 import { Metrics } from "./observability/metrics.js";
 import { AccessService } from "./services/access-service.js";
+import { EndpointService } from "./services/endpoint-service.js";
 import type { DependencyProbe } from "./services/dependency-probes.js";
 import { EventLog } from "./services/event-log.js";
 import { JobEventService } from "./services/job-event-service.js";
@@ -26,6 +27,8 @@ export interface ResolvedDependencies {
   objectStore: ObjectStoreSettings;
   /** Create the bucket when missing (embedded store only). */
   ensureBucket: boolean;
+  /** Defaults that only the emulator can supply (a real account needs them configured). */
+  sagemakerDefaults?: { executionRoleArn: string; inferenceImage: string };
 }
 
 export interface BootstrapOutcome {
@@ -49,6 +52,7 @@ export class Runtime {
   readonly access: AccessService;
   readonly systemChecks: SystemCheckService;
   readonly jobEvents: JobEventService;
+  readonly endpoints: EndpointService;
   /** What /readyz asks. */
   readonly readinessProbes: DependencyProbe[];
   private worker: Worker | undefined;
@@ -76,6 +80,24 @@ export class Runtime {
     ];
     const workerProbes: DependencyProbe[] = [...this.readinessProbes, { name: "sagemaker", check: (signal) => this.sagemaker.ping(signal) }];
     this.systemChecks = new SystemCheckService(this.db, this.events, this.queue, workerProbes, this.workerId);
+    const sm = config.sagemaker;
+    this.endpoints = new EndpointService(
+      this.db,
+      this.events,
+      this.queue,
+      this.sagemaker.provisioner,
+      {
+        bucket: deps.objectStore.bucket,
+        executionRoleArn: sm.executionRoleArn ?? deps.sagemakerDefaults?.executionRoleArn,
+        inferenceImage: sm.inferenceImage ?? deps.sagemakerDefaults?.inferenceImage,
+        modelDataUrl: sm.modelDataUrl ?? `s3://${deps.objectStore.bucket}/data/model.tar.gz`,
+        successTopicArn: sm.successTopicArn,
+        errorTopicArn: sm.errorTopicArn,
+        maxConcurrentInvocationsPerInstance: sm.maxConcurrentInvocationsPerInstance,
+        deployTimeoutMs: sm.deployTimeoutMs,
+      },
+      log.child({ component: "endpoints" }),
+    );
   }
 
   /** Connects, migrates under the advisory lock and runs the first-start bootstrap. */
@@ -93,15 +115,18 @@ export class Runtime {
     return { appliedMigrations, ...bootstrap };
   }
 
-  startWorker(): Worker {
-    this.worker ??= startJobWorker({
+  async startWorker(): Promise<Worker> {
+    if (this.worker) return this.worker;
+    this.worker = startJobWorker({
       connection: this.redis,
       prefix: this.config.queuePrefix,
       concurrency: this.config.workerConcurrency,
-      processors: buildProcessors({ systemChecks: this.systemChecks }),
+      lockMs: this.config.jobLockMs,
+      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints }),
       log: this.log.child({ component: "worker" }),
       observer: this.metrics,
     });
+    await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     return this.worker;
   }
 

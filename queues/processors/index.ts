@@ -1,10 +1,15 @@
+import type { EndpointService } from "../../src/services/endpoint-service.js";
 import type { SystemCheckService } from "../../src/services/system-check-service.js";
 import type { Processors } from "../processor-registry.js";
+import { endpointDeleteProcessor, endpointDeployProcessor, endpointsReconcileProcessor } from "./endpoint.processor.js";
 import { systemCheckProcessor } from "./system-check.processor.js";
 
 /** One processor per job name; the type makes a missing one a compile error, assertProcessors a start error. */
-export function buildProcessors(services: { systemChecks: SystemCheckService }): Processors {
+export function buildProcessors(services: { systemChecks: SystemCheckService; endpoints: EndpointService }): Processors {
   return {
     "system.check": systemCheckProcessor(services.systemChecks),
+    "endpoint.deploy": endpointDeployProcessor(services.endpoints),
+    "endpoint.delete": endpointDeleteProcessor(services.endpoints),
+    "endpoints.reconcile": endpointsReconcileProcessor(services.endpoints),
   };
 }

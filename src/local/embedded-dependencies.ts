@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { Logger } from "pino";
 import { exportSdkEndpointOverrides, type Config } from "../config.js";
 import type { ResolvedDependencies } from "../runtime.js";
@@ -5,6 +6,12 @@ import { startEmbeddedPostgres } from "./embedded-postgres.js";
 import { startEmbeddedRedis } from "./embedded-redis.js";
 import { startEmbeddedS3 } from "./embedded-s3.js";
 import { startSageMakerEmulator } from "./sagemaker-emulator.js";
+
+/** What the emulator accepts where a real account needs configuration. */
+export const EMULATOR_SAGEMAKER_DEFAULTS = (region: string) => ({
+  executionRoleArn: "arn:aws:iam::000000000000:role/DiffgateSageMakerExecution",
+  inferenceImage: `000000000000.dkr.ecr.${region}.amazonaws.com/stable-diffusion-aws-extension/aigc-webui-inference:latest`,
+});
 
 export interface StartedDependencies {
   deps: ResolvedDependencies;
@@ -56,12 +63,16 @@ export async function startDependencies(config: Config, envPath: string | undefi
       };
     }
 
+    let sagemakerDefaults: ResolvedDependencies["sagemakerDefaults"];
     if (config.sagemakerEndpoint) {
       exportSdkEndpointOverrides({ sagemaker: config.sagemakerEndpoint });
       notes.push(`sagemaker: ${config.sagemakerEndpoint}`);
     } else if (config.s3.embedded) {
       // Nothing real configured: point the SDK at the built-in emulator.
-      const emulator = await startSageMakerEmulator();
+      const emulator = await startSageMakerEmulator({
+        settings: { ...config.emulator, region: config.awsRegion, stateFile: path.join(config.dataDir, "sagemaker", "state.json") },
+      });
+      sagemakerDefaults = EMULATOR_SAGEMAKER_DEFAULTS(config.awsRegion);
       stops.push(emulator.stop);
       exportSdkEndpointOverrides({ sagemaker: emulator.url, credentials: { accessKeyId: "emulator", secretAccessKey: "emulator" } });
       notes.push(`sagemaker: the built-in emulator at ${emulator.url} (test cards, not real generation)`);
@@ -69,7 +80,7 @@ export async function startDependencies(config: Config, envPath: string | undefi
       notes.push("sagemaker: AWS (credentials from the default chain)");
     }
 
-    return { deps: { databaseUrl, redisUrl, objectStore, ensureBucket: config.s3.embedded }, notes, stop: stopAll };
+    return { deps: { databaseUrl, redisUrl, objectStore, ensureBucket: config.s3.embedded, ...(sagemakerDefaults ? { sagemakerDefaults } : {}) }, notes, stop: stopAll };
   } catch (e) {
     await stopAll();
     throw e;

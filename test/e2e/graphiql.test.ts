@@ -4,6 +4,7 @@
  * runs subscriptions over graphql-ws with the same headers (copied into connection_init by the
  * page's WebSocket shim, see src/graphql/graphiql-page.ts).
  */
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,13 +49,38 @@ async function editorText(suffix: string): Promise<string> {
   return text.replace(/\u00a0/g, " ");
 }
 
-/** Replaces an editor's content the way a user pasting would, then checks the editor holds exactly that. */
+/**
+ * What GraphiQL has persisted: the query editor (its 100 ms debounced change handler also sets the
+ * operation name that "run" uses) and the Headers tab (500 ms debounced; both places the WebSocket
+ * shim reads).
+ */
+const PERSISTED = `(() => {
+  const tabs = JSON.parse(localStorage.getItem("graphiql:tabState") || "null");
+  const tab = tabs && tabs.tabs && tabs.tabs[tabs.activeTabIndex];
+  return { query: localStorage.getItem("graphiql:query"), headers: localStorage.getItem("graphiql:headers"), tabHeaders: tab ? tab.headers : null };
+})()`;
+
+async function persisted(): Promise<{ query: string | null; headers: string | null; tabHeaders: string | null }> {
+  return page.evaluate(PERSISTED);
+}
+
+/**
+ * Replaces an editor's content the way a user pasting would, checks the editor shows exactly that,
+ * then waits for GraphiQL's debounced handlers to take it in (a user takes longer than they do).
+ */
 async function setEditor(suffix: string, text: string): Promise<void> {
   await editor(suffix).locator(".view-lines").click();
   await page.keyboard.press("ControlOrMeta+A");
   await page.keyboard.press("Delete");
   await page.keyboard.insertText(text);
   await expect.poll(() => editorText(suffix)).toBe(text);
+  if (suffix === QUERY) await expect.poll(async () => (await persisted()).query).toBe(text);
+  if (suffix === HEADERS) {
+    await expect.poll(async () => {
+      const p = await persisted();
+      return [p.headers, p.tabHeaders];
+    }).toEqual([text, text]);
+  }
 }
 
 async function showHeadersTab(): Promise<void> {
@@ -62,16 +88,25 @@ async function showHeadersTab(): Promise<void> {
   await expect.poll(() => editor(HEADERS).isVisible()).toBe(true);
 }
 
-/** Runs the query editor's operation with the toolbar's execute button and waits for the response to match. */
+/**
+ * Runs the query editor's operation with the toolbar's execute button and waits until the response
+ * matches `pattern` or shows errors (so that a failure shows at once, with what the page showed).
+ */
 async function runAndWaitFor(pattern: RegExp, timeout = 20_000): Promise<string> {
   await page.locator("button.graphiql-execute-button").click();
-  await expect.poll(() => editorText(RESPONSE), { timeout, interval: 200 }).toMatch(pattern);
-  return editorText(RESPONSE);
+  await expect
+    .poll(async () => {
+      const t = await editorText(RESPONSE);
+      return pattern.test(t) || /"errors"/.test(t);
+    }, { timeout, interval: 200 })
+    .toBe(true);
+  const text = await editorText(RESPONSE);
+  expect(text).toMatch(pattern);
+  return text;
 }
 
-/** The page's stored headers (GraphiQL persists them, debounced, on every edit). */
-async function storedHeaders(): Promise<string | null> {
-  return page.evaluate(`localStorage.getItem("graphiql:headers")`);
+function connectionInits(): Array<Record<string, unknown> | undefined> {
+  return framesSent.map((f) => JSON.parse(f) as { type: string; payload?: Record<string, unknown> }).filter((m) => m.type === "connection_init").map((m) => m.payload);
 }
 
 describe.skipIf(skip)(title, () => {
@@ -103,13 +138,14 @@ describe.skipIf(skip)(title, () => {
   });
 
   afterAll(async () => {
+    // The page as the tests left it (also when one failed).
     await page?.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => undefined);
     await context?.close().catch(() => undefined);
     await browser?.close();
     await stack?.close();
   });
 
-  it("loads offline and refuses a query without a key (UNAUTHENTICATED)", async () => {
+  it("loads offline and, without a key, refuses a query (UNAUTHENTICATED) and a subscription", async () => {
     const response = await page.goto(`${stack.baseUrl}/graphiql`, { waitUntil: "load" });
     expect(response?.status()).toBe(200);
     await expect.poll(() => editor(QUERY).isVisible(), { timeout: 30_000 }).toBe(true);
@@ -122,6 +158,12 @@ describe.skipIf(skip)(title, () => {
     await setEditor(QUERY, "{ me { username } }");
     const text = await runAndWaitFor(/UNAUTHENTICATED/);
     expect(text).not.toMatch(/"username"/);
+
+    // A subscription with the empty key: the server closes the socket (4401) before any event.
+    await setEditor(QUERY, `subscription { jobEvents(jobId: "${randomUUID()}") { seq } }`);
+    const refused = await runAndWaitFor(/"errors"/);
+    expect(refused).not.toMatch(/"seq"/);
+    expect(connectionInits()).toEqual([{ "x-api-key": "" }]);
   });
 
   it("runs a query with the key from the Headers tab", async () => {
@@ -136,8 +178,6 @@ describe.skipIf(skip)(title, () => {
     expect(started.body.errors).toBeUndefined();
     const id = started.body.data.runSystemCheck.id as string;
 
-    // GraphiQL persists the Headers tab with a debounce; the shim reads what it persisted.
-    await expect.poll(storedHeaders).toContain(stack.adminKey);
     await setEditor(QUERY, `subscription { jobEvents(jobId: "${id}") { seq type data terminal } }`);
     const text = await runAndWaitFor(/"terminal":\s*true/, 45_000);
     expect(text).toMatch(/"status":\s*"SUCCEEDED"/);
@@ -146,16 +186,15 @@ describe.skipIf(skip)(title, () => {
     // It went over the page's own WebSocket to this server, authenticated by the shim in connection_init.
     expect(sockets.length).toBeGreaterThan(0);
     for (const url of sockets) expect(url).toBe(stack.wsUrl);
-    const inits = framesSent.map((f) => JSON.parse(f) as { type: string; payload?: Record<string, unknown> }).filter((m) => m.type === "connection_init");
-    expect(inits.length).toBeGreaterThan(0);
-    expect(inits.at(-1)!.payload).toMatchObject({ "x-api-key": stack.adminKey });
+    const inits = connectionInits();
+    expect(inits.length).toBeGreaterThanOrEqual(2);
+    expect(inits.at(-1)).toEqual({ "x-api-key": stack.adminKey });
     // The job really ended SUCCEEDED (the page showed its last event).
     const check = await gql(stack.baseUrl, `query($id: ID!) { systemCheck(id: $id) { status } }`, { id }, { key: stack.adminKey });
     expect(check.body.data.systemCheck.status).toBe("SUCCEEDED");
   });
 
   it("never left the machine and raised no page errors", async () => {
-    await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(blocked).toEqual([]);
     expect(pageErrors).toEqual([]);
   });

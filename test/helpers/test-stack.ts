@@ -6,6 +6,8 @@ import { pino } from "pino";
 import { exportSdkEndpointOverrides, loadConfig } from "../../src/config.js";
 import { createHttpServer, type HttpServer } from "../../src/http-server.js";
 import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js";
+import { EMULATOR_SAGEMAKER_DEFAULTS } from "../../src/local/embedded-dependencies.js";
+import type { EmulatorSettings } from "../../src/local/emulator-state.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
 import { Runtime } from "../../src/runtime.js";
 import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from "./test-database.js";
@@ -13,6 +15,7 @@ import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from "./test-da
 export interface TestStack {
   runtime: Runtime;
   http: HttpServer;
+  emulator: SageMakerEmulator;
   baseUrl: string;
   wsUrl: string;
   adminKey: string;
@@ -25,6 +28,8 @@ export interface TestStack {
 export interface StackOptions {
   env?: Record<string, string>;
   worker?: boolean;
+  /** The emulator's timings; by default endpoints take 200 ms to create and 100 ms to delete. */
+  emulator?: Partial<EmulatorSettings>;
 }
 
 /** Real Postgres (own database), real Redis (own prefix), s3rver and the emulator, and Diffgate's API on a free port. */
@@ -37,7 +42,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
   let emulator: SageMakerEmulator | undefined;
   try {
     s3 = await startEmbeddedS3(dataDir, bucket);
-    emulator = await startSageMakerEmulator();
+    emulator = await startSageMakerEmulator({ settings: { endpointCreateMs: 200, endpointUpdateMs: 100, endpointDeleteMs: 100, ...options.emulator } });
     const adminKey = `test_admin_${randomBytes(12).toString("hex")}`;
     const env: Record<string, string> = {
       DATA_DIR: dataDir,
@@ -50,13 +55,16 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
       SAGEMAKER_ENDPOINT: emulator.url,
       QUEUE_PREFIX: queuePrefix,
       API_KEY: adminKey,
+      JOB_LOCK_MS: "2000",
+      SAGEMAKER_EXECUTION_ROLE_ARN: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").executionRoleArn,
+      INFERENCE_IMAGE_URI: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").inferenceImage,
       ...options.env,
     };
     const config = loadConfig(env);
     exportSdkEndpointOverrides({ sagemaker: emulator.url, credentials: { accessKeyId: "emulator", secretAccessKey: "emulator" } });
     const runtime = new Runtime(config, { databaseUrl: db.url, redisUrl: TEST_REDIS_URL, objectStore: { bucket, region: config.awsRegion, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials }, ensureBucket: true }, pino({ level: "silent" }));
     await runtime.start();
-    if (options.worker) runtime.startWorker();
+    if (options.worker) await runtime.startWorker();
     const http = await createHttpServer(runtime);
     const baseUrl = await http.listen(0, "127.0.0.1");
     const s3Stop = s3.stop;
@@ -64,6 +72,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
     return {
       runtime,
       http,
+      emulator,
       baseUrl,
       wsUrl: `${baseUrl.replace(/^http/, "ws")}/graphql`,
       adminKey,

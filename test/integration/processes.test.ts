@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { createDataSource } from "../../src/adapters/db/data-source.js";
+import { createDataSource, MIGRATIONS } from "../../src/adapters/db/data-source.js";
 import { spawnDiffgate } from "../helpers/child-process.js";
 import { createTestDatabase, TEST_REDIS_URL, type TestDatabase } from "../helpers/test-database.js";
 import { rest, startTestStack } from "../helpers/test-stack.js";
@@ -34,7 +34,7 @@ describe("two processes starting together", () => {
     await ds.initialize();
     try {
       const migrations: Array<{ name: string }> = await ds.query(`SELECT name FROM schema_migrations`);
-      expect(migrations.map((m) => m.name)).toEqual(["Foundation1764230400000"]);
+      expect(migrations.map((m) => m.name)).toEqual(MIGRATIONS.map((m) => new m().name));
       const users: Array<{ username: string }> = await ds.query(`SELECT username FROM users`);
       expect(users).toEqual([{ username: "admin" }]);
       const keys: Array<{ n: number }> = await ds.query(`SELECT count(*)::int AS n FROM api_keys`);

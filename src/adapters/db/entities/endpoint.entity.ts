@@ -1,0 +1,74 @@
+import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn, UpdateDateColumn } from "typeorm";
+import { ENDPOINT_STATUSES, ENDPOINT_TYPES, type EndpointStatus, type EndpointType } from "../../../domain/endpoints.js";
+
+/** A SageMaker endpoint deployed through Diffgate. A name is unique among endpoints not yet deleted. */
+@Entity({ name: "endpoints" })
+@Index("UQ_endpoints_live_name", ["name"], { unique: true, where: `"status" <> 'Deleted'` })
+export class EndpointEntity {
+  @PrimaryGeneratedColumn("uuid")
+  id!: string;
+
+  @Column({ type: "varchar", length: 63 })
+  name!: string;
+
+  @Column({ name: "endpoint_type", type: "enum", enum: ENDPOINT_TYPES, enumName: "endpoint_type" })
+  endpointType!: EndpointType;
+
+  @Column({ name: "instance_type", type: "varchar", length: 32 })
+  instanceType!: string;
+
+  @Column({ name: "initial_instance_count", type: "integer" })
+  initialInstanceCount!: number;
+
+  @Column({ type: "boolean" })
+  autoscaling!: boolean;
+
+  @Column({ name: "min_instance_number", type: "integer" })
+  minInstanceNumber!: number;
+
+  @Column({ name: "max_instance_number", type: "integer" })
+  maxInstanceNumber!: number;
+
+  @Column({ name: "current_instance_count", type: "integer", default: 0 })
+  currentInstanceCount!: number;
+
+  @Column({ type: "enum", enum: ENDPOINT_STATUSES, enumName: "endpoint_status", default: "Creating" })
+  status!: EndpointStatus;
+
+  @Column({ name: "owner_roles", type: "text", array: true, default: () => "'{}'" })
+  ownerRoles!: string[];
+
+  @Column({ name: "creator_id", type: "uuid", nullable: true })
+  creatorId!: string | null;
+
+  @Column({ name: "image_uri", type: "text" })
+  imageUri!: string;
+
+  @Column({ name: "custom_image", type: "boolean", default: false })
+  customImage!: boolean;
+
+  @Column({ name: "model_name", type: "varchar", length: 63 })
+  modelName!: string;
+
+  @Column({ name: "config_name", type: "varchar", length: 63 })
+  configName!: string;
+
+  @Column({ name: "failure_reason", type: "text", nullable: true })
+  failureReason!: string | null;
+
+  /** How many times the deploy job has looked at SageMaker, for its backoff. */
+  @Column({ name: "status_checks", type: "integer", default: 0 })
+  statusChecks!: number;
+
+  @CreateDateColumn({ name: "created_at", type: "timestamptz" })
+  createdAt!: Date;
+
+  @Column({ name: "in_service_at", type: "timestamptz", nullable: true })
+  inServiceAt!: Date | null;
+
+  @Column({ name: "deleted_at", type: "timestamptz", nullable: true })
+  deletedAt!: Date | null;
+
+  @UpdateDateColumn({ name: "updated_at", type: "timestamptz" })
+  updatedAt!: Date;
+}

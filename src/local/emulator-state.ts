@@ -1,0 +1,200 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+/** How the emulator behaves: delays of SageMaker's state walks, and failures to inject. */
+export interface EmulatorSettings {
+  region: string;
+  accountId: string;
+  /** Creating → InService (or Failed). */
+  endpointCreateMs: number;
+  /** Updating → InService. */
+  endpointUpdateMs: number;
+  /** Deleting → gone. */
+  endpointDeleteMs: number;
+  /** Instance types whose endpoints fail as an account without quota for them does. */
+  failInstanceTypes: string[];
+  /** Extra latency per operation name (e.g. {"CreateEndpointConfig": 1500}), applied before it acts. */
+  operationDelaysMs?: Record<string, number>;
+  /** Where the state is kept across restarts; in memory only when absent. */
+  stateFile?: string;
+}
+
+export const DEFAULT_EMULATOR_SETTINGS: EmulatorSettings = {
+  region: "us-east-1",
+  accountId: "000000000000",
+  endpointCreateMs: 5000,
+  endpointUpdateMs: 3000,
+  endpointDeleteMs: 2000,
+  failInstanceTypes: [],
+};
+
+export interface ModelRecord {
+  name: string;
+  arn: string;
+  image: string;
+  modelDataUrl?: string;
+  environment: Record<string, string>;
+  executionRoleArn: string;
+  createdAt: number;
+}
+
+export interface VariantRecord {
+  variantName: string;
+  modelName: string;
+  initialInstanceCount: number;
+  instanceType: string;
+}
+
+export interface EndpointConfigRecord {
+  name: string;
+  arn: string;
+  variants: VariantRecord[];
+  asyncInferenceConfig?: unknown;
+  createdAt: number;
+}
+
+export type EndpointPhase = "Creating" | "InService" | "Updating" | "Failed" | "Deleting";
+
+export interface EndpointRecord {
+  name: string;
+  arn: string;
+  configName: string;
+  status: EndpointPhase;
+  /** When the current transition (Creating/Updating/Deleting) completes, epoch ms. */
+  transitionAt: number;
+  failureReason?: string;
+  /** Desired and current instance count per variant. */
+  desired: Record<string, number>;
+  current: Record<string, number>;
+  createdAt: number;
+  lastModifiedAt: number;
+}
+
+export interface ScalableTargetRecord {
+  serviceNamespace: string;
+  resourceId: string;
+  scalableDimension: string;
+  minCapacity: number;
+  maxCapacity: number;
+  createdAt: number;
+}
+
+export interface ScalingPolicyRecord {
+  policyName: string;
+  policyArn: string;
+  serviceNamespace: string;
+  resourceId: string;
+  scalableDimension: string;
+  policyType: string;
+  configuration: unknown;
+  createdAt: number;
+}
+
+export interface AlarmRecord {
+  alarmName: string;
+  alarmArn: string;
+  definition: Record<string, unknown>;
+  updatedAt: number;
+}
+
+interface Snapshot {
+  models: Record<string, ModelRecord>;
+  endpointConfigs: Record<string, EndpointConfigRecord>;
+  endpoints: Record<string, EndpointRecord>;
+  scalableTargets: Record<string, ScalableTargetRecord>;
+  scalingPolicies: Record<string, ScalingPolicyRecord>;
+  alarms: Record<string, AlarmRecord>;
+}
+
+const empty = (): Snapshot => ({ models: {}, endpointConfigs: {}, endpoints: {}, scalableTargets: {}, scalingPolicies: {}, alarms: {} });
+
+/**
+ * The emulator's resources. Transitions are computed from timestamps when read, so the state file
+ * holds no timers and a restart continues where it stopped.
+ */
+export class EmulatorState {
+  private data: Snapshot;
+
+  constructor(
+    readonly settings: EmulatorSettings,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.data = settings.stateFile && existsSync(settings.stateFile) ? { ...empty(), ...(JSON.parse(readFileSync(settings.stateFile, "utf8")) as Partial<Snapshot>) } : empty();
+  }
+
+  get models() {
+    return this.data.models;
+  }
+  get endpointConfigs() {
+    return this.data.endpointConfigs;
+  }
+  get scalableTargets() {
+    return this.data.scalableTargets;
+  }
+  get scalingPolicies() {
+    return this.data.scalingPolicies;
+  }
+  get alarms() {
+    return this.data.alarms;
+  }
+
+  arn(kind: string, name: string): string {
+    return `arn:aws:sagemaker:${this.settings.region}:${this.settings.accountId}:${kind}/${name.toLowerCase()}`;
+  }
+
+  nowMs(): number {
+    return this.now();
+  }
+
+  /** The endpoint as SageMaker would show it now (finishing due transitions), or undefined when gone. */
+  endpoint(name: string): EndpointRecord | undefined {
+    const e = this.data.endpoints[name];
+    if (!e) return undefined;
+    this.settle(e);
+    return this.data.endpoints[name];
+  }
+
+  endpoints(): EndpointRecord[] {
+    for (const e of Object.values(this.data.endpoints)) this.settle(e);
+    return Object.values(this.data.endpoints);
+  }
+
+  putEndpoint(e: EndpointRecord): void {
+    this.data.endpoints[e.name] = e;
+    this.save();
+  }
+
+  private settle(e: EndpointRecord): void {
+    const now = this.now();
+    if (now < e.transitionAt) return;
+    if (e.status === "Creating" || e.status === "Updating") {
+      const config = this.data.endpointConfigs[e.configName];
+      const failing = config?.variants.find((v) => this.settings.failInstanceTypes.includes(v.instanceType));
+      if (e.status === "Creating" && failing) {
+        e.status = "Failed";
+        e.failureReason = `The account-level service limit '${failing.instanceType} for endpoint usage' is 0 Instances, with current utilization of 0 Instances and a request delta of ${failing.initialInstanceCount} Instances. Please use AWS Service Quotas to request an increase for this quota. If AWS Service Quotas is not available, contact AWS support to request an increase for this quota.`;
+        e.current = Object.fromEntries(Object.keys(e.desired).map((k) => [k, 0]));
+      } else {
+        e.status = "InService";
+        e.current = { ...e.desired };
+      }
+      e.lastModifiedAt = e.transitionAt;
+      this.save();
+    } else if (e.status === "Deleting") {
+      delete this.data.endpoints[e.name];
+      for (const key of Object.keys(this.data.scalableTargets)) {
+        if (key.includes(`endpoint/${e.name}/`)) delete this.data.scalableTargets[key];
+      }
+      this.save();
+    }
+  }
+
+  save(): void {
+    const file = this.settings.stateFile;
+    if (!file) return;
+    mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.data));
+    renameSync(tmp, file);
+  }
+}

@@ -1,0 +1,379 @@
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { In, type DataSource } from "typeorm";
+import { z } from "zod";
+import { endpointJobIds } from "../../queues/job-types.js";
+import type { JobQueue } from "../../queues/job-queue.js";
+import { ECR_IMAGE } from "../config.js";
+import { EndpointEntity } from "../adapters/db/entities/endpoint.entity.js";
+import { RoleEntity } from "../adapters/db/entities/role.entity.js";
+import { SageMakerRequestError, type EndpointProvisioner, type EndpointSpec } from "../adapters/sagemaker/endpoint-provisioner.js";
+import { ENDPOINT_INSTANCE_TYPES, MAX_INSTANCES, canTransition, sagemakerNames, type EndpointStatus } from "../domain/endpoints.js";
+import { DomainError } from "../domain/errors.js";
+import type { StoredEvent } from "../domain/events.js";
+import type { Principal } from "../domain/principal.js";
+import { parseInput } from "../domain/validation.js";
+import type { EventLog } from "./event-log.js";
+
+/** Where and how endpoints are built; resolved from configuration (and the emulator's defaults). */
+export interface EndpointSettings {
+  bucket: string;
+  executionRoleArn: string | undefined;
+  inferenceImage: string | undefined;
+  modelDataUrl: string;
+  successTopicArn: string | undefined;
+  errorTopicArn: string | undefined;
+  maxConcurrentInvocationsPerInstance: number;
+  deployTimeoutMs: number;
+}
+
+export type EndpointView = EndpointEntity & { creator: string | null };
+
+const count = (field: string, min: number, max: number) =>
+  z
+    .union([z.number(), z.string().regex(/^\s*\d+\s*$/, { error: "must be a whole number" }).transform(Number)], { error: "must be a whole number" })
+    .pipe(z.number().int({ error: "must be a whole number" }).min(min, { error: `${field} must be at least ${min}` }).max(max, { error: `${field} must be at most ${max}` }));
+
+const deploySchema = z
+  .object({
+    endpointName: z
+      .string({ error: "must be a string" })
+      .regex(/^[A-Za-z0-9](-*[A-Za-z0-9]){0,19}$/, { error: "must be 1-20 letters, digits or single hyphens, starting and ending with a letter or digit" })
+      .optional(),
+    endpointType: z
+      .string({ error: "must be a string" })
+      .refine((t) => t !== "Serverless", { error: "Serverless endpoint is not supported yet" })
+      .pipe(z.enum(["Async", "Real-time"], { error: "must be Async or Real-time" }))
+      .optional(),
+    instanceType: z.enum(ENDPOINT_INSTANCE_TYPES, { error: `must be one of ${ENDPOINT_INSTANCE_TYPES.join(", ")}` }),
+    initialInstanceCount: count("initial_instance_count", 1, MAX_INSTANCES),
+    autoscalingEnabled: z.boolean({ error: "must be true or false" }).optional(),
+    minInstanceNumber: count("min_instance_number", 0, MAX_INSTANCES).optional(),
+    maxInstanceNumber: count("max_instance_number", 1, MAX_INSTANCES).optional(),
+    assignToRoles: z.array(z.string({ error: "must be a role name" }).min(1).max(64), { error: "must be a list of role names" }).min(1, { error: "must name at least one role" }).max(10, { error: "at most 10 roles" }).optional(),
+    customDockerImageUri: z.string({ error: "must be a string" }).optional(),
+    creator: z.string().optional(),
+  })
+  .strict();
+
+const namesSchema = z.array(z.string({ error: "must be an endpoint name" }).min(1).max(63), { error: "must be a list of endpoint names" }).min(1, { error: "must name at least one endpoint" }).max(100, { error: "at most 100 endpoints at once" });
+
+const endpointNameSchema = z.string({ error: "must be an endpoint name" }).min(1, { error: "must not be empty" }).max(63, { error: "must be at most 63 characters" });
+
+/** Backoff for looking at SageMaker again: 0.5 s growing by half each time, at most 30 s. */
+export function recheckDelay(checks: number): number {
+  return Math.min(30_000, Math.round(500 * 1.5 ** Math.min(checks, 20)));
+}
+
+/**
+ * SageMaker endpoints: deploy (a queued, resumable workflow), list, read, delete, reconcile, and
+ * their event streams.
+ */
+export class EndpointService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly events: EventLog,
+    private readonly queue: JobQueue,
+    private readonly provisioner: EndpointProvisioner,
+    private readonly settings: EndpointSettings,
+    private readonly log: Logger,
+  ) {}
+
+  // ---------------------------------------------------------------- requests
+
+  async deploy(principal: Principal, input: unknown): Promise<EndpointView> {
+    const v = parseInput(deploySchema, input);
+    if (v.creator !== undefined && v.creator !== principal.username) {
+      throw DomainError.forbidden(`creator "${v.creator}" must be the calling user "${principal.username}"; identities are taken from credentials, not from the body`);
+    }
+    if (!principal.permissions.allows("sagemaker_endpoint", "create")) {
+      throw DomainError.forbidden(`user "${principal.username}" has no permission to create SageMaker endpoints (needs sagemaker_endpoint:create or sagemaker_endpoint:all)`);
+    }
+    const endpointType = v.endpointType ?? "Async";
+    const isAsync = endpointType === "Async";
+    const autoscaling = v.autoscalingEnabled ?? isAsync;
+    if (autoscaling && !isAsync) throw DomainError.badInput("autoscalingEnabled: Autoscaling is not supported for real-time endpoint", "autoscalingEnabled");
+    const minInstances = v.minInstanceNumber ?? (isAsync ? 0 : 1);
+    const maxInstances = v.maxInstanceNumber ?? Math.max(v.initialInstanceCount, 1);
+    if (!isAsync && minInstances < 1) throw DomainError.badInput("minInstanceNumber: must be at least 1 for a real-time endpoint", "minInstanceNumber");
+    if (minInstances > maxInstances) throw DomainError.badInput(`minInstanceNumber: ${minInstances} is above maxInstanceNumber ${maxInstances}`, "minInstanceNumber");
+    if (v.initialInstanceCount > maxInstances) throw DomainError.badInput(`initialInstanceCount: ${v.initialInstanceCount} is above maxInstanceNumber ${maxInstances}`, "initialInstanceCount");
+    if (v.customDockerImageUri !== undefined && !ECR_IMAGE.test(v.customDockerImageUri)) {
+      throw DomainError.badInput(`customDockerImageUri: Invalid docker image uri ${v.customDockerImageUri}`, "customDockerImageUri");
+    }
+    const roles = v.assignToRoles ?? principal.roles;
+    if (roles.length === 0) throw DomainError.badInput("assignToRoles: name the roles that may use the endpoint (you hold none to default to)", "assignToRoles");
+    const known = await this.db.getRepository(RoleEntity).findBy({ name: In(roles) });
+    const missing = roles.filter((r) => !known.some((k) => k.name === r));
+    if (missing.length) throw DomainError.badInput(`assignToRoles: role(s) ${missing.map((m) => `"${m}"`).join(", ")} do not exist`, "assignToRoles");
+    const image = v.customDockerImageUri ?? this.settings.inferenceImage;
+    if (!image) throw DomainError.unavailable("no inference image is configured (INFERENCE_IMAGE_URI); pass custom_docker_image_uri or ask an operator");
+    if (!this.settings.executionRoleArn) throw DomainError.unavailable("no SageMaker execution role is configured (SAGEMAKER_EXECUTION_ROLE_ARN); ask an operator");
+
+    const shortName = v.endpointName ?? randomBytes(4).toString("hex").slice(0, 7);
+    const names = sagemakerNames(endpointType, shortName);
+    let saved: EndpointEntity;
+    try {
+      saved = await this.events.transaction(async (tx, events) => {
+        const e = await tx.save(
+          tx.create(EndpointEntity, {
+            name: names.endpoint,
+            endpointType,
+            instanceType: v.instanceType,
+            initialInstanceCount: v.initialInstanceCount,
+            autoscaling,
+            minInstanceNumber: minInstances,
+            maxInstanceNumber: maxInstances,
+            currentInstanceCount: 0,
+            status: "Creating",
+            ownerRoles: [...new Set(roles)],
+            creatorId: principal.userId,
+            imageUri: image,
+            customImage: v.customDockerImageUri !== undefined,
+            modelName: names.model,
+            configName: names.config,
+            failureReason: null,
+          }),
+        );
+        await events.openStream(e.id, "endpoint", principal.userId);
+        await events.append(e.id, { type: "status", data: { status: "Creating", endpointName: e.name } });
+        return e;
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === "23505") throw DomainError.conflict(`an endpoint named "${names.endpoint}" already exists`, "endpointName");
+      throw e;
+    }
+    await this.queue.enqueue("endpoint.deploy", { endpointId: saved.id }, endpointJobIds.deploy(saved.id));
+    return (await this.views({ ids: [saved.id] }))[0]!;
+  }
+
+  /** Endpoints the caller may see: every one with sagemaker_endpoint:all; else those assigned to one of their roles or created by them. */
+  async list(principal: Principal, filter: { id?: unknown; status?: unknown } = {}): Promise<EndpointView[]> {
+    const id = filter.id === undefined ? undefined : parseInput(z.uuid({ error: "must be an endpoint deployment id (a UUID)" }), filter.id, "id");
+    const status = filter.status === undefined ? undefined : parseInput(z.enum(["Creating", "InService", "Updating", "Deleting", "Deleted", "Failed"], { error: "must be an endpoint status" }), filter.status, "status");
+    return this.views({ ...(id ? { ids: [id] } : {}), ...(status ? { status } : {}), visibleTo: principal });
+  }
+
+  async get(principal: Principal, name: unknown): Promise<EndpointView> {
+    const endpointName = parseInput(endpointNameSchema, name, "name");
+    const [found] = await this.views({ name: endpointName, visibleTo: principal });
+    if (!found) throw DomainError.notFound(`endpoint "${endpointName}" not found`);
+    return found;
+  }
+
+  private async views(filter: { ids?: string[]; name?: string; status?: EndpointStatus; visibleTo?: Principal }): Promise<EndpointView[]> {
+    const qb = this.db
+      .getRepository(EndpointEntity)
+      .createQueryBuilder("e")
+      .leftJoin("users", "u", "u.id = e.creator_id")
+      .addSelect("u.username", "creator_username")
+      .orderBy("e.created_at", "DESC");
+    if (filter.ids) qb.andWhere("e.id IN (:...ids)", { ids: filter.ids });
+    if (filter.name) qb.andWhere("e.name = :name", { name: filter.name }).orderBy("e.status = 'Deleted'", "ASC").addOrderBy("e.created_at", "DESC");
+    if (filter.status) qb.andWhere("e.status = :status", { status: filter.status });
+    const p = filter.visibleTo;
+    if (p && !p.permissions.allows("sagemaker_endpoint", "all")) qb.andWhere("(e.owner_roles && :roles OR e.creator_id = :me)", { roles: p.roles, me: p.userId });
+    const { entities, raw } = await qb.getRawAndEntities();
+    return entities.map((e, i) => Object.assign(e, { creator: (raw[i] as { creator_username: string | null }).creator_username ?? null }));
+  }
+
+  /**
+   * Starts deleting endpoints by name: all or none (unknown or forbidden names refuse the request).
+   * Needs sagemaker_endpoint:all, or sagemaker_endpoint:create for endpoints one created.
+   */
+  async delete(principal: Principal, names: unknown, claimedUser?: unknown): Promise<EndpointView[]> {
+    const list = [...new Set(parseInput(namesSchema, names, "names"))];
+    if (claimedUser !== undefined && claimedUser !== principal.username) {
+      throw DomainError.forbidden(`username "${String(claimedUser)}" must be the calling user "${principal.username}"`);
+    }
+    const all = principal.permissions.allows("sagemaker_endpoint", "all");
+    if (!principal.permissions.allows("sagemaker_endpoint", "create")) {
+      throw DomainError.forbidden(`user "${principal.username}" has no permission to delete SageMaker endpoints`);
+    }
+    const visible = await this.views({ visibleTo: principal });
+    const targets = list.map((name) => {
+      const e = visible.find((x) => x.name === name && x.status !== "Deleted");
+      if (!e) throw DomainError.notFound(`endpoint "${name}" not found`);
+      if (!all && e.creatorId !== principal.userId) throw DomainError.forbidden(`endpoint "${name}" was created by another user; deleting it needs sagemaker_endpoint:all`);
+      return e;
+    });
+    for (const e of targets) {
+      if (e.status !== "Deleting") await this.transition(e.id, "Deleting", {}, { requestedBy: principal.username });
+      await this.queue.enqueue("endpoint.delete", { endpointId: e.id }, endpointJobIds.delete(e.id));
+    }
+    return this.views({ ids: targets.map((t) => t.id) });
+  }
+
+  async follow(principal: Principal, name: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
+    const endpoint = await this.get(principal, name);
+    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
+    const stream = await this.events.stream(endpoint.id);
+    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond the endpoint's last event (${stream.lastSeq})`, "after");
+    return this.events.follow(endpoint.id, v);
+  }
+
+  // ---------------------------------------------------------------- workflows (job bodies)
+
+  private spec(e: EndpointEntity): EndpointSpec {
+    const prefix = `s3://${this.settings.bucket}`;
+    return {
+      endpointName: e.name,
+      modelName: e.modelName,
+      configName: e.configName,
+      endpointType: e.endpointType,
+      instanceType: e.instanceType,
+      initialInstanceCount: e.initialInstanceCount,
+      image: e.imageUri,
+      modelDataUrl: this.settings.modelDataUrl,
+      executionRoleArn: this.settings.executionRoleArn ?? "",
+      environment: { ENDPOINT_NAME: e.name, ENDPOINT_ID: e.id, INSTANCE_TYPE: e.instanceType, BUCKET_NAME: this.settings.bucket, CREATED_AT: e.createdAt.toISOString() },
+      ...(e.endpointType === "Async"
+        ? {
+            async: {
+              outputPath: `${prefix}/sagemaker_output/${e.name}/`,
+              failurePath: `${prefix}/sagemaker_output/${e.name}/failure/`,
+              ...(this.settings.successTopicArn ? { successTopicArn: this.settings.successTopicArn } : {}),
+              ...(this.settings.errorTopicArn ? { errorTopicArn: this.settings.errorTopicArn } : {}),
+              maxConcurrentInvocationsPerInstance: this.settings.maxConcurrentInvocationsPerInstance,
+            },
+          }
+        : {}),
+      tags: { "diffgate:endpoint-id": e.id },
+    };
+  }
+
+  private async load(id: string): Promise<EndpointEntity | null> {
+    return this.db.getRepository(EndpointEntity).findOneBy({ id });
+  }
+
+  /** Changes status under the row lock if the transition is allowed; records the event. */
+  private async transition(id: string, to: EndpointStatus, patch: Partial<EndpointEntity>, data: Record<string, unknown> = {}): Promise<boolean> {
+    return this.events.transaction(async (tx, events) => {
+      const e = await tx.getRepository(EndpointEntity).createQueryBuilder("e").setLock("pessimistic_write").where("e.id = :id", { id }).getOne();
+      if (!e || !canTransition(e.status, to)) return false;
+      const previous = e.status;
+      await tx.update(EndpointEntity, { id }, { ...patch, status: to });
+      if (previous !== to) await events.append(id, { type: "status", data: { status: to, previous, ...data }, terminal: to === "Deleted" });
+      if (patch.currentInstanceCount !== undefined && patch.currentInstanceCount !== e.currentInstanceCount) {
+        await events.append(id, { type: "instances", data: { current: patch.currentInstanceCount, previous: e.currentInstanceCount } });
+      }
+      return true;
+    });
+  }
+
+  private async stillCreating(id: string): Promise<boolean> {
+    return (await this.load(id))?.status === "Creating";
+  }
+
+  /**
+   * One pass of the deploy workflow. Every step looks before it creates, so a pass that a dead
+   * worker left half done is simply run again. Returns when to look again, if it must.
+   */
+  async advanceDeploy(id: string): Promise<{ recheckInMs?: number }> {
+    const e = await this.load(id);
+    if (!e || e.status !== "Creating") return {};
+    const spec = this.spec(e);
+    try {
+      for (const [step, ensure] of [
+        ["model", () => this.provisioner.ensureModel(spec)],
+        ["config", () => this.provisioner.ensureEndpointConfig(spec)],
+        ["endpoint", () => this.provisioner.ensureEndpoint(spec)],
+      ] as const) {
+        const outcome = await ensure();
+        if (outcome === "created") await this.events.append(id, { type: "step", data: { step, outcome } });
+        if (!(await this.stillCreating(id))) return {};
+      }
+      const state = await this.provisioner.describeEndpoint(spec.endpointName);
+      if (state?.status === "InService") {
+        if (e.autoscaling) {
+          await this.provisioner.registerAutoscaling({ endpointName: e.name, minCapacity: e.minInstanceNumber, maxCapacity: e.maxInstanceNumber });
+          await this.events.append(id, { type: "step", data: { step: "autoscaling", outcome: "registered", min: e.minInstanceNumber, max: e.maxInstanceNumber } });
+        }
+        await this.transition(id, "InService", { currentInstanceCount: state.currentInstanceCount, inServiceAt: new Date() });
+        return {};
+      }
+      if (state?.status === "Failed") {
+        await this.fail(e, state.failureReason ?? "SageMaker reported the endpoint as Failed without a reason");
+        return {};
+      }
+      if (Date.now() - e.createdAt.getTime() > this.settings.deployTimeoutMs) {
+        await this.fail(e, `the endpoint did not reach InService within ${Math.round(this.settings.deployTimeoutMs / 60000)} minutes (last status ${state?.status ?? "unknown"})`);
+        return {};
+      }
+      if (state && state.currentInstanceCount !== e.currentInstanceCount) await this.transition(id, "Creating", { currentInstanceCount: state.currentInstanceCount });
+    } catch (err) {
+      if (err instanceof SageMakerRequestError) {
+        await this.fail(e, err.message);
+        return {};
+      }
+      if (Date.now() - e.createdAt.getTime() > this.settings.deployTimeoutMs) {
+        await this.fail(e, `gave up after repeated errors; the last: ${(err as Error).message}`);
+        return {};
+      }
+      this.log.warn({ err, endpoint: e.name }, "deploy step failed; will look again");
+    }
+    await this.db.getRepository(EndpointEntity).increment({ id }, "statusChecks", 1);
+    return { recheckInMs: recheckDelay(e.statusChecks) };
+  }
+
+  /** Records the failure first (so the reason survives), then removes what was half built. */
+  private async fail(e: EndpointEntity, reason: string): Promise<void> {
+    if (!(await this.transition(e.id, "Failed", { failureReason: reason.slice(0, 4000), currentInstanceCount: 0 }, { reason }))) return;
+    try {
+      await this.provisioner.deleteAll({ endpointName: e.name, configName: e.configName, modelName: e.modelName });
+      await this.events.append(e.id, { type: "step", data: { step: "cleanup", outcome: "removed SageMaker resources of the failed deployment" } });
+    } catch (err) {
+      this.log.warn({ err, endpoint: e.name }, "cleaning up a failed deployment failed; delete the endpoint to retry");
+      await this.events.append(e.id, { type: "step", data: { step: "cleanup", outcome: "failed", error: (err as Error).message } });
+    }
+  }
+
+  /** One pass of the delete workflow: removes everything (repeatable), then waits until SageMaker forgets the endpoint. */
+  async advanceDelete(id: string): Promise<{ recheckInMs?: number }> {
+    const e = await this.load(id);
+    if (!e || e.status !== "Deleting") return {};
+    try {
+      await this.provisioner.deleteAll({ endpointName: e.name, configName: e.configName, modelName: e.modelName });
+      const state = await this.provisioner.describeEndpoint(e.name);
+      if (!state) {
+        await this.transition(id, "Deleted", { currentInstanceCount: 0, deletedAt: new Date() });
+        return {};
+      }
+    } catch (err) {
+      this.log.warn({ err, endpoint: e.name }, "delete step failed; will look again");
+    }
+    await this.db.getRepository(EndpointEntity).increment({ id }, "statusChecks", 1);
+    return { recheckInMs: recheckDelay(Math.min(e.statusChecks, 8)) };
+  }
+
+  /**
+   * Compares every live endpoint with SageMaker: drift (deleted or failed outside Diffgate, instance
+   * counts changed by autoscaling) becomes events; workflows whose job went missing are queued again.
+   */
+  async reconcile(): Promise<void> {
+    const live = await this.db.getRepository(EndpointEntity).findBy({ status: In(["Creating", "InService", "Updating", "Deleting", "Failed"]) });
+    for (const e of live) {
+      try {
+        if (e.status === "Creating") {
+          await this.queue.enqueue("endpoint.deploy", { endpointId: e.id }, endpointJobIds.deploy(e.id));
+          continue;
+        }
+        if (e.status === "Deleting") {
+          await this.queue.enqueue("endpoint.delete", { endpointId: e.id }, endpointJobIds.delete(e.id));
+          continue;
+        }
+        if (e.status === "Failed") continue;
+        const state = await this.provisioner.describeEndpoint(e.name);
+        if (!state) {
+          await this.transition(e.id, "Deleted", { currentInstanceCount: 0, deletedAt: new Date() }, { drift: "the endpoint no longer exists in SageMaker (deleted outside Diffgate)" });
+        } else if (state.status === "Failed") {
+          await this.transition(e.id, "Failed", { failureReason: state.failureReason ?? "failed outside Diffgate", currentInstanceCount: 0 }, { drift: "SageMaker reports the endpoint as Failed", reason: state.failureReason });
+        } else if ((state.status === "InService" || state.status === "Updating") && (state.status !== e.status || state.currentInstanceCount !== e.currentInstanceCount)) {
+          await this.transition(e.id, state.status, { currentInstanceCount: state.currentInstanceCount });
+        }
+      } catch (err) {
+        this.log.warn({ err, endpoint: e.name }, "reconciling an endpoint failed");
+      }
+    }
+  }
+}
