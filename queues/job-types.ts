@@ -10,11 +10,25 @@ export interface JobPayloads {
   "endpoint.delete": { endpointId: string };
   /** Compares live endpoints with SageMaker and records drift; repeated by a job scheduler. */
   "endpoints.reconcile": Record<string, never>;
+  /** Streams a checkpoint's URLs into the object store; job id `checkpoint-import-<id>`. */
+  "checkpoint.import": { checkpointId: string };
+  /** Moves a renamed file to its new key. */
+  "checkpoint.rename": { checkpointId: string; fileId: string };
+  /** Aborts multipart uploads left unfinished too long; repeated by a job scheduler. */
+  "checkpoints.housekeeping": Record<string, never>;
 }
 
 export type JobName = keyof JobPayloads;
 
-export const JOB_NAMES = ["system.check", "endpoint.deploy", "endpoint.delete", "endpoints.reconcile"] as const satisfies readonly JobName[];
+export const JOB_NAMES = [
+  "system.check",
+  "endpoint.deploy",
+  "endpoint.delete",
+  "endpoints.reconcile",
+  "checkpoint.import",
+  "checkpoint.rename",
+  "checkpoints.housekeeping",
+] as const satisfies readonly JobName[];
 
 /** The queue that carries jobs which are not tied to one endpoint's capacity. */
 export const WORK_QUEUE = "work";

@@ -119,6 +119,14 @@ const envSchema = z.object({
   EMULATOR_ENDPOINT_UPDATE_MS: intIn(0, 3600_000, 3000),
   EMULATOR_ENDPOINT_DELETE_MS: intIn(0, 3600_000, 2000),
   EMULATOR_FAIL_INSTANCE_TYPES: z.preprocess(emptyToUndefined, z.string().default("")),
+  UPLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 7 * 24 * 3600),
+  DOWNLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 3600),
+  UNFINISHED_UPLOAD_MAX_AGE_HOURS: intIn(1, 24 * 365, 7 * 24),
+  HOUSEKEEPING_INTERVAL_MS: intIn(1000, 24 * 3600_000, 3600_000),
+  IMPORT_MAX_BYTES: intIn(1, Number.MAX_SAFE_INTEGER, 32 * 1024 ** 3),
+  IMPORT_PART_SIZE_MB: intIn(5, 512, 16),
+  IMPORT_CONCURRENCY: intIn(1, 16, 4),
+  IMPORT_ALLOW_PRIVATE_HOSTS: z.preprocess(emptyToUndefined, z.string().default("")),
 });
 
 export type Role = (typeof ROLES)[number];
@@ -166,6 +174,17 @@ export interface Config {
     reconcileIntervalMs: number;
   };
   emulator: { endpointCreateMs: number; endpointUpdateMs: number; endpointDeleteMs: number; failInstanceTypes: string[] };
+  checkpoints: {
+    uploadUrlTtlSeconds: number;
+    downloadUrlTtlSeconds: number;
+    unfinishedUploadMaxAgeMs: number;
+    housekeepingIntervalMs: number;
+    importMaxBytes: number;
+    importPartSizeBytes: number;
+    importConcurrency: number;
+    /** Hosts (or host:port) an import may reach on loopback or private addresses: an explicit allow-list. */
+    importAllowPrivateHosts: string[];
+  };
 }
 
 export class ConfigError extends Error {
@@ -248,6 +267,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       endpointUpdateMs: e.EMULATOR_ENDPOINT_UPDATE_MS,
       endpointDeleteMs: e.EMULATOR_ENDPOINT_DELETE_MS,
       failInstanceTypes: e.EMULATOR_FAIL_INSTANCE_TYPES.split(",").map((t) => t.trim()).filter(Boolean),
+    },
+    checkpoints: {
+      uploadUrlTtlSeconds: e.UPLOAD_URL_TTL_SECONDS,
+      downloadUrlTtlSeconds: e.DOWNLOAD_URL_TTL_SECONDS,
+      unfinishedUploadMaxAgeMs: e.UNFINISHED_UPLOAD_MAX_AGE_HOURS * 3600_000,
+      housekeepingIntervalMs: e.HOUSEKEEPING_INTERVAL_MS,
+      importMaxBytes: e.IMPORT_MAX_BYTES,
+      importPartSizeBytes: e.IMPORT_PART_SIZE_MB * 1024 * 1024,
+      importConcurrency: e.IMPORT_CONCURRENCY,
+      importAllowPrivateHosts: e.IMPORT_ALLOW_PRIVATE_HOSTS.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean),
     },
   };
 }

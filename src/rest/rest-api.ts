@@ -3,6 +3,7 @@ import type { Principal } from "../domain/principal.js";
 import type { Runtime } from "../runtime.js";
 import { credentialsFromHeaders } from "./credentials.js";
 import { API_VERSION } from "./envelope.js";
+import { checkpointRoutes } from "./routes/checkpoints.js";
 import { endpointRoutes } from "./routes/endpoints.js";
 import { pingRoutes } from "./routes/ping.js";
 import { roleRoutes } from "./routes/roles.js";
@@ -29,4 +30,5 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   await app.register(userRoutes, { runtime });
   await app.register(roleRoutes, { runtime });
   await app.register(endpointRoutes, { runtime });
+  await app.register(checkpointRoutes, { runtime });
 }

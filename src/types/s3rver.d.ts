@@ -13,6 +13,10 @@ declare module "s3rver" {
   export default class S3rver {
     constructor(options?: S3rverOptions);
     run(): Promise<AddressInfo>;
+    /** Koa's middleware list (s3rver is a Koa application). */
+    middleware: unknown[];
+    /** s3rver's FilesystemStore. */
+    store: never;
     close(): Promise<void>;
   }
 }
