@@ -12,7 +12,7 @@ import { WebSocketServer } from "ws";
 import { DomainError } from "./domain/errors.js";
 import type { Principal } from "./domain/principal.js";
 import { createContext, type GraphQLContext } from "./graphql/context.js";
-import { formatGraphQLError } from "./graphql/error-mapping.js";
+import { formatGraphQLError, isExpectedGraphQLError } from "./graphql/error-mapping.js";
 import { graphiqlPage } from "./graphql/graphiql-page.js";
 import { graphQLSchema } from "./graphql/schema.js";
 import { credentialsFromConnectionParams, credentialsFromHeaders } from "./rest/credentials.js";
@@ -124,6 +124,9 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
 
   // ---------------------------------------------------------------- GraphQL (HTTP + graphql-ws)
   const schema = await graphQLSchema();
+  // Over HTTP, unexpected errors are logged by the plugin below with the request's id; over
+  // graphql-ws (no request), by the formatter itself.
+  const formatHttpError = (formatted: GraphQLFormattedError, error: unknown) => formatGraphQLError(formatted, error);
   const formatError = (formatted: GraphQLFormattedError, error: unknown) => formatGraphQLError(formatted, error, log);
   const wss = new WebSocketServer({ server: app.server, path: "/graphql", maxPayload: config.bodyLimitBytes });
   const socketPrincipals = new WeakMap<object, Principal>();
@@ -169,7 +172,7 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
-    formatError,
+    formatError: formatHttpError,
     // The process owns signal handling and the shutdown order (see close() below).
     stopOnTerminationSignals: false,
     plugins: [
@@ -177,6 +180,11 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
       {
         async requestDidStart() {
           return {
+            async didEncounterErrors(rc) {
+              for (const err of rc.errors) {
+                if (!isExpectedGraphQLError(err)) rc.contextValue.log.error({ err: err.originalError ?? err }, "unhandled error in a GraphQL operation");
+              }
+            },
             async willSendResponse(rc) {
               const type = rc.operation?.operation ?? "unknown";
               const outcome = rc.response.body.kind === "single" && rc.response.body.singleResult.errors?.length ? "error" : "ok";

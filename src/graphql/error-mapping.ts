@@ -6,8 +6,20 @@ import { DomainError } from "../domain/errors.js";
 /** Codes that graphql-js and Apollo attach themselves, for malformed or invalid operations. */
 const PROTOCOL_CODES = new Set(["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "PERSISTED_QUERY_NOT_FOUND", "PERSISTED_QUERY_NOT_SUPPORTED", "OPERATION_RESOLUTION_FAILURE", "BAD_REQUEST"]);
 
-/** The single mapping of errors to GraphQL: DomainError codes pass through, anything else is masked. */
-export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, log: Logger): GraphQLFormattedError {
+/** True for errors the client caused or that a service raised on purpose; false for our own faults. */
+export function isExpectedGraphQLError(error: unknown): boolean {
+  const original = unwrapResolverError(error);
+  if (original instanceof DomainError) return true;
+  const code = original instanceof GraphQLError ? original.extensions?.code : undefined;
+  if (typeof code === "string" && PROTOCOL_CODES.has(code)) return true;
+  return original instanceof GraphQLError && !original.originalError;
+}
+
+/**
+ * The single mapping of errors to GraphQL: DomainError codes pass through, anything else is masked.
+ * `log` receives our own faults only when no request logger will (graphql-ws).
+ */
+export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, log?: Logger): GraphQLFormattedError {
   const original = unwrapResolverError(error);
   const base = { ...(formatted.locations ? { locations: formatted.locations } : {}), ...(formatted.path ? { path: formatted.path } : {}) };
   if (original instanceof DomainError) {
@@ -21,6 +33,6 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
     // graphql-js's own errors (e.g. variable coercion) are about the request, not about us.
     return { ...base, message: formatted.message, extensions: { code: "BAD_INPUT" } };
   }
-  log.error({ err: original }, "unhandled error in a GraphQL operation");
+  log?.error({ err: original }, "unhandled error in a GraphQL operation");
   return { ...base, message: "internal error", extensions: { code: "INTERNAL" } };
 }

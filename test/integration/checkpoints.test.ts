@@ -243,3 +243,19 @@ describe("rename, delete and listing", () => {
     expect((await rest(base, "GET", "/inference/generate-s3-presigned-url-for-uploading", { key: admin })).status).toBe(400);
   });
 });
+
+describe("housekeeping", () => {
+  it("aborts uploads left unfinished past the configured age and fails their checkpoints", async () => {
+    const created = await rest(base, "POST", "/checkpoints", { key: admin, body: { checkpoint_type: "ControlNet", filenames: [{ filename: "abandoned.pth", parts_number: 2 }] } });
+    const id = created.body.data.checkpoint.id;
+    const key = `ControlNet/checkpoint/custom/${id}/abandoned.pth`;
+    expect(await stack.runtime.checkpoints.abortStaleUploads(Date.now())).toBe(0);
+    const aborted = await stack.runtime.checkpoints.abortStaleUploads(Date.now() + 8 * 24 * 3600_000);
+    expect(aborted).toBeGreaterThanOrEqual(1);
+    const left = [];
+    for await (const u of stack.runtime.storage.listMultipartUploads(key)) left.push(u);
+    expect(left).toEqual([]);
+    const failed = await waitFor(id, "Failed");
+    expect(failed.failureReason).toMatch(/not completed in time/);
+  });
+});
