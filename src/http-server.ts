@@ -116,7 +116,7 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
     return reply.code(ready ? 200 : 503).send({ status: ready ? "ready" : "not ready", probes });
   });
   app.get("/metrics", async (_request, reply) => reply.type(runtime.metrics.registry.contentType).send(await runtime.metrics.registry.metrics()));
-  if (config.graphiql) app.get("/graphiql", async (_request, reply) => reply.type("text/html; charset=utf-8").header("cache-control", "no-cache").send(graphiqlPage()));
+  if (config.graphiql) app.get("/graphiql", async (_request, reply) => reply.type("text/html; charset=utf-8").header("cache-control", "no-cache").send(await graphiqlPage()));
 
   // ---------------------------------------------------------------- REST
   await app.register(restApi, { runtime });

@@ -1,4 +1,3 @@
-import { renderGraphiQL } from "@graphql-yoga/render-graphiql";
 
 const DEFAULT_QUERY = `# Diffgate GraphQL. Put your API key in the Headers tab below:
 #   { "x-api-key": "..." }
@@ -48,17 +47,20 @@ const WS_HEADERS_SHIM = `<script>
 })();
 </script>`;
 
-let page: string | undefined;
+let page: Promise<string> | undefined;
 
-/** The offline GraphiQL page (everything inlined; no CDN). Rendered once: it is about 9 MB. */
-export function graphiqlPage(): string {
-  page ??= renderGraphiQL({
+/**
+ * The offline GraphiQL page (everything inlined; no CDN). Loaded on first request and rendered
+ * once: the bundle costs about 27 MiB of heap, which processes that never serve it should not pay.
+ */
+export function graphiqlPage(): Promise<string> {
+  page ??= import("@graphql-yoga/render-graphiql").then(({ renderGraphiQL }) => renderGraphiQL({
     endpoint: "/graphql",
     subscriptionsProtocol: "WS",
     title: "Diffgate GraphiQL",
     defaultQuery: DEFAULT_QUERY,
     headers: JSON.stringify({ "x-api-key": "" }, null, 2),
     isHeadersEditorEnabled: true,
-  }).replace("<head>", `<head>${WS_HEADERS_SHIM}`);
+  }).replace("<head>", `<head>${WS_HEADERS_SHIM}`));
   return page;
 }

@@ -15,8 +15,26 @@ export interface EmulatorSettings {
   failInstanceTypes: string[];
   /** Extra latency per operation name (e.g. {"CreateEndpointConfig": 1500}), applied before it acts. */
   operationDelaysMs?: Record<string, number>;
-  /** Where the state is kept across restarts; in memory only when absent. */
+  /** Where the state is kept across restarts; in memory only when absent. Queued and running invocations are not kept. */
   stateFile?: string;
+  /**
+   * The S3 that async invocations read their input from and write their output to (the caller's
+   * store, e.g. the embedded s3rver). Without it the SDK's defaults apply (environment, real AWS).
+   */
+  s3?: EmulatorS3Settings;
+  /** Time an invocation spends per sampling step. */
+  invocationStepMs: number;
+  /** Time an invocation spends before its first step (loading, VAE, upload). */
+  invocationStartMs: number;
+  /** Timeout of one progress callback POST; callbacks never hold a job up. */
+  progressCallbackTimeoutMs: number;
+}
+
+export interface EmulatorS3Settings {
+  endpoint?: string;
+  region?: string;
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  forcePathStyle?: boolean;
 }
 
 export const DEFAULT_EMULATOR_SETTINGS: EmulatorSettings = {
@@ -26,6 +44,9 @@ export const DEFAULT_EMULATOR_SETTINGS: EmulatorSettings = {
   endpointUpdateMs: 3000,
   endpointDeleteMs: 2000,
   failInstanceTypes: [],
+  invocationStepMs: 50,
+  invocationStartMs: 200,
+  progressCallbackTimeoutMs: 2000,
 };
 
 export interface ModelRecord {

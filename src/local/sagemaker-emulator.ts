@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { asyncInvocationInput, InvocationEngine } from "./emulator-invocations.js";
 import { AUTOSCALING_OPERATIONS, AwsError, CLOUDWATCH_OPERATIONS, SAGEMAKER_OPERATIONS } from "./emulator-operations.js";
 import { DEFAULT_EMULATOR_SETTINGS, EmulatorState, type EmulatorSettings } from "./emulator-state.js";
 
@@ -10,7 +11,8 @@ import { DEFAULT_EMULATOR_SETTINGS, EmulatorState, type EmulatorSettings } from 
  * (awsJson1_1, `AnyScaleFrontendService.<Op>`) and CloudWatch alarms (awsJson1_0,
  * `GraniteServiceVersion20100801.<Op>`). The AWS SDK reaches it only through the standard
  * AWS_ENDPOINT_URL_* overrides. It validates like SageMaker and walks endpoints through
- * SageMaker's statuses with configurable delays. It does not check signatures.
+ * SageMaker's statuses with configurable delays. Async invocations run on test cards (see
+ * emulator-invocations.ts). It does not check signatures.
  */
 
 type Body = Record<string, unknown>;
@@ -28,6 +30,8 @@ export interface SageMakerEmulator {
   url: string;
   state: EmulatorState;
   requests: EmulatorRequest[];
+  /** Async invocations: their records, per-endpoint queue stats, and waiting for one to settle. */
+  invocations: InvocationEngine;
   /** Requests of one operation, in arrival order. */
   calls(operation: string): EmulatorRequest[];
   stop(): Promise<void>;
@@ -74,20 +78,44 @@ function headerMap(req: IncomingMessage): Record<string, string> {
   return Object.fromEntries(Object.entries(req.headers).flatMap(([k, v]) => (typeof v === "string" ? [[k, v]] : [])));
 }
 
-export async function startSageMakerEmulator(options: { settings?: Partial<EmulatorSettings>; host?: string; port?: number } = {}): Promise<SageMakerEmulator> {
-  const state = new EmulatorState({ ...DEFAULT_EMULATOR_SETTINGS, ...options.settings });
+export async function startSageMakerEmulator(
+  options: { settings?: Partial<EmulatorSettings>; host?: string; port?: number; /** The emulator's clock (epoch ms), for tests that move time. */ now?: () => number } = {},
+): Promise<SageMakerEmulator> {
+  const state = new EmulatorState({ ...DEFAULT_EMULATOR_SETTINGS, ...options.settings }, options.now);
   const requests: EmulatorRequest[] = [];
+  const invocations = new InvocationEngine(state);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");
     const runtimeMatch = /^\/endpoints\/([^/]+)\/(async-invocations|invocations)$/.exec(url.pathname);
     if (req.method === "POST" && runtimeMatch) {
-      await readBody(req);
+      const raw = await readBody(req);
       const name = decodeURIComponent(runtimeMatch[1]!);
-      requests.push({ service: "SageMakerRuntime", operation: runtimeMatch[2] === "invocations" ? "InvokeEndpoint" : "InvokeEndpointAsync", body: {}, headers: headerMap(req), at: Date.now() });
+      const headers = headerMap(req);
+      if (runtimeMatch[2] === "async-invocations") {
+        const input = asyncInvocationInput(headers);
+        requests.push({ service: "SageMakerRuntime", operation: "InvokeEndpointAsync", body: { EndpointName: name, ...input, ...(raw.length > 0 ? { Body: raw.toString("utf8") } : {}) }, headers, at: Date.now() });
+        try {
+          const accepted = invocations.accept(name, input, raw);
+          const payload = JSON.stringify({ InferenceId: accepted.inferenceId });
+          res.writeHead(202, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(payload),
+            "x-amzn-requestid": randomUUID(),
+            "x-amzn-sagemaker-outputlocation": accepted.outputLocation,
+            "x-amzn-sagemaker-failurelocation": accepted.failureLocation,
+          });
+          res.end(payload);
+          return;
+        } catch (e) {
+          if (e instanceof AwsError) return sendError(res, e, "application/json");
+          throw e;
+        }
+      }
+      requests.push({ service: "SageMakerRuntime", operation: "InvokeEndpoint", body: { EndpointName: name }, headers, at: Date.now() });
       const endpoint = state.endpoint(name);
-      if (!endpoint) return sendError(res, new AwsError(400, "ValidationException", `Endpoint ${name} of account ${state.settings.accountId} not found.`), "application/json");
-      return sendError(res, new AwsError(400, "ValidationException", `The emulator does not run invocations yet (endpoint ${name}).`), "application/json");
+      if (!endpoint) return sendError(res, new AwsError(400, "ValidationError", `Endpoint ${name} of account ${state.settings.accountId} not found.`), "application/json");
+      return sendError(res, new AwsError(400, "ValidationError", `The emulator runs async invocations only (InvokeEndpointAsync), not real-time ones (endpoint ${name}).`), "application/json");
     }
 
     const target = req.headers["x-amz-target"];
@@ -137,11 +165,14 @@ export async function startSageMakerEmulator(options: { settings?: Partial<Emula
     url: `http://${host}:${address.port}`,
     state,
     requests,
+    invocations,
     calls: (operation) => requests.filter((r) => r.operation === operation),
-    stop: () =>
-      new Promise<void>((resolve) => {
+    stop: async () => {
+      await invocations.stop();
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
 }

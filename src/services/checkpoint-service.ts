@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { In, type DataSource, type EntityManager } from "typeorm";
 import { z } from "zod";
@@ -300,6 +300,8 @@ export class CheckpointService {
       }
       return { name, partsNumber: 0, sourceUrl: url };
     });
+    const duplicate = files.find((f, i) => files.findIndex((g) => g.name === f.name) !== i);
+    if (duplicate) throw DomainError.badInput(`urls: two URLs would both be stored as ${duplicate.name}`, "urls");
     const id = await this.insert(principal, v.type, "url", v.message, files);
     await this.queue.enqueue("checkpoint.import", { checkpointId: id }, `checkpoint-import-${id}`);
     return this.view(principal, id);
@@ -373,7 +375,8 @@ export class CheckpointService {
       if ((e as { code?: string }).code === "23505") throw DomainError.conflict(`${name} already exists for type ${checkpoint.type}`, "name");
       throw e;
     }
-    await this.queue.enqueue("checkpoint.rename", { checkpointId, fileId: file.id }, `checkpoint-rename-${file.id}-${Buffer.from(name).toString("base64url").slice(0, 64)}`);
+    // One job per (file, target name): renaming back and forth queues a new job each time.
+    await this.queue.enqueue("checkpoint.rename", { checkpointId, fileId: file.id }, `checkpoint-rename-${file.id}-${createHash("sha256").update(name).digest("hex").slice(0, 16)}`);
     return this.view(principal, checkpointId);
   }
 

@@ -161,7 +161,7 @@ export class EndpointService {
     return found;
   }
 
-  private async views(filter: { ids?: string[]; name?: string; status?: EndpointStatus; visibleTo?: Principal }): Promise<EndpointView[]> {
+  private async views(filter: { ids?: string[]; name?: string; names?: string[]; status?: EndpointStatus; visibleTo?: Principal }): Promise<EndpointView[]> {
     const qb = this.db
       .getRepository(EndpointEntity)
       .createQueryBuilder("e")
@@ -170,6 +170,7 @@ export class EndpointService {
       .orderBy("e.created_at", "DESC");
     if (filter.ids) qb.andWhere("e.id IN (:...ids)", { ids: filter.ids });
     if (filter.name) qb.andWhere("e.name = :name", { name: filter.name }).orderBy("e.status = 'Deleted'", "ASC").addOrderBy("e.created_at", "DESC");
+    if (filter.names) qb.andWhere("e.name IN (:...names)", { names: filter.names });
     if (filter.status) qb.andWhere("e.status = :status", { status: filter.status });
     const p = filter.visibleTo;
     if (p && !p.permissions.allows("sagemaker_endpoint", "all")) qb.andWhere("(e.owner_roles && :roles OR e.creator_id = :me)", { roles: p.roles, me: p.userId });
@@ -190,7 +191,7 @@ export class EndpointService {
     if (!principal.permissions.allows("sagemaker_endpoint", "create")) {
       throw DomainError.forbidden(`user "${principal.username}" has no permission to delete SageMaker endpoints`);
     }
-    const visible = await this.views({ visibleTo: principal });
+    const visible = await this.views({ names: list, visibleTo: principal });
     const targets = list.map((name) => {
       const e = visible.find((x) => x.name === name && x.status !== "Deleted");
       if (!e) throw DomainError.notFound(`endpoint "${name}" not found`);
