@@ -119,6 +119,8 @@ const envSchema = z.object({
   EMULATOR_ENDPOINT_UPDATE_MS: intIn(0, 3600_000, 3000),
   EMULATOR_ENDPOINT_DELETE_MS: intIn(0, 3600_000, 2000),
   EMULATOR_FAIL_INSTANCE_TYPES: z.preprocess(emptyToUndefined, z.string().default("")),
+  EMULATOR_INVOCATION_START_MS: intIn(0, 600_000, 200),
+  EMULATOR_INVOCATION_STEP_MS: intIn(0, 60_000, 50),
   UPLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 7 * 24 * 3600),
   DOWNLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 3600),
   UNFINISHED_UPLOAD_MAX_AGE_HOURS: intIn(1, 24 * 365, 7 * 24),
@@ -173,7 +175,14 @@ export interface Config {
     deployTimeoutMs: number;
     reconcileIntervalMs: number;
   };
-  emulator: { endpointCreateMs: number; endpointUpdateMs: number; endpointDeleteMs: number; failInstanceTypes: string[] };
+  emulator: {
+    endpointCreateMs: number;
+    endpointUpdateMs: number;
+    endpointDeleteMs: number;
+    failInstanceTypes: string[];
+    invocationStartMs: number;
+    invocationStepMs: number;
+  };
   checkpoints: {
     uploadUrlTtlSeconds: number;
     downloadUrlTtlSeconds: number;
@@ -267,6 +276,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       endpointUpdateMs: e.EMULATOR_ENDPOINT_UPDATE_MS,
       endpointDeleteMs: e.EMULATOR_ENDPOINT_DELETE_MS,
       failInstanceTypes: e.EMULATOR_FAIL_INSTANCE_TYPES.split(",").map((t) => t.trim()).filter(Boolean),
+      invocationStartMs: e.EMULATOR_INVOCATION_START_MS,
+      invocationStepMs: e.EMULATOR_INVOCATION_STEP_MS,
     },
     checkpoints: {
       uploadUrlTtlSeconds: e.UPLOAD_URL_TTL_SECONDS,

@@ -4,7 +4,7 @@ import { exportSdkEndpointOverrides, type Config } from "../config.js";
 import type { ResolvedDependencies } from "../runtime.js";
 import { startEmbeddedPostgres } from "./embedded-postgres.js";
 import { startEmbeddedRedis } from "./embedded-redis.js";
-import { startEmbeddedS3 } from "./embedded-s3.js";
+import { startEmbeddedS3, type RunningS3 } from "./embedded-s3.js";
 import { startSageMakerEmulator } from "./sagemaker-emulator.js";
 
 /** What the emulator accepts where a real account needs configuration. */
@@ -48,8 +48,9 @@ export async function startDependencies(config: Config, envPath: string | undefi
     }
 
     let objectStore: ResolvedDependencies["objectStore"];
+    let s3: RunningS3 | undefined;
     if (config.s3.embedded) {
-      const s3 = await startEmbeddedS3(config.dataDir, config.s3.bucket);
+      s3 = await startEmbeddedS3(config.dataDir, config.s3.bucket);
       stops.push(s3.stop);
       objectStore = { bucket: config.s3.bucket, region: config.awsRegion, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials };
       notes.push(`object store: s3rver at ${s3.endpoint}, bucket "${config.s3.bucket}", files in ${config.dataDir}/s3`);
@@ -70,7 +71,13 @@ export async function startDependencies(config: Config, envPath: string | undefi
     } else if (config.s3.embedded) {
       // Nothing real configured: point the SDK at the built-in emulator.
       const emulator = await startSageMakerEmulator({
-        settings: { ...config.emulator, region: config.awsRegion, stateFile: path.join(config.dataDir, "sagemaker", "state.json") },
+        settings: {
+          ...config.emulator,
+          region: config.awsRegion,
+          stateFile: path.join(config.dataDir, "sagemaker", "state.json"),
+          // Invocations read their input from and write their output to the embedded store.
+          ...(s3 ? { s3: { endpoint: s3.endpoint, region: config.awsRegion, credentials: s3.credentials, forcePathStyle: true } } : {}),
+        },
       });
       sagemakerDefaults = EMULATOR_SAGEMAKER_DEFAULTS(config.awsRegion);
       stops.push(emulator.stop);

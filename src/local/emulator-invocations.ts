@@ -9,7 +9,8 @@ import { drawCard, encodePng, generationCard, generationCardPng, previewPng, typ
  * Runtime, answers with the output and failure locations, and processes the request in the
  * background the way an endpoint running the "Stable Diffusion on AWS" WebUI container does: a
  * per-endpoint FIFO queue served by instances × MaxConcurrentInvocationsPerInstance workers; the
- * input payload `{"task", "param_s3", "models", "progress"?}` read from S3; the WebUI parameters read
+ * input payload `{"task", "param_s3", "models", "progress"?}` read from S3 (or taken from the
+ * request's inline Body, which newer SDKs can send instead of InputLocation); the WebUI parameters read
  * from `param_s3`; a wait per configured timings; and either the WebUI's response as the `.out`
  * document (with test-card PNGs, see test-card.ts) or a failure document where a WebUI would refuse
  * the parameters. Progress callbacks follow docs/progress-callback.md. There are no SNS
@@ -629,6 +630,8 @@ function parseJsonText(text: string, what: string): unknown {
 class Timeout extends Error {}
 class Stopped extends Error {}
 
+/** Invocation records kept (oldest forgotten first). */
+const MAX_RECORDS = 10_000;
 /** How often a queue that cannot start anything looks again (instances added, TTLs passed). */
 const QUEUE_POLL_MS = 100;
 
@@ -679,10 +682,9 @@ export class InvocationEngine {
   accept(endpointName: string, input: AsyncInvocationInput, body: Buffer = Buffer.alloc(0)): AcceptedInvocation {
     const found: string[] = [];
     const inline = body.length > 0;
-    if (inline && input.InputLocation !== undefined) throw runtimeValidation("Body and InputLocation are mutually exclusive. Provide exactly one of them.");
-    if (inline && body.length > MAX_INLINE_BODY) found.push(`Value at 'body' failed to satisfy constraint: Member must have length less than or equal to ${MAX_INLINE_BODY}`);
     if (inline) {
-      // the payload came in the request
+      if (input.InputLocation !== undefined) throw runtimeValidation("Body and InputLocation are mutually exclusive. Provide exactly one of them.");
+      if (body.length > MAX_INLINE_BODY) found.push(`Value at 'body' failed to satisfy constraint: Member must have length less than or equal to ${MAX_INLINE_BODY}`);
     } else if (input.InputLocation === undefined || input.InputLocation === "") found.push("Value null at 'inputLocation' failed to satisfy constraint: Member must not be null");
     else {
       lengthMember(input.InputLocation, "inputLocation", 1024, found);
@@ -725,6 +727,7 @@ export class InvocationEngine {
       progress: { posted: 0, failed: 0, dropped: 0 },
     };
     this.records.push(record);
+    if (this.records.length > MAX_RECORDS) this.records.splice(0, this.records.length - MAX_RECORDS);
     const queue = this.queue(endpointName);
     queue.pending.push({ record, ttlMs: (ttl ?? 21600) * 1000, timeoutMs: (timeout ?? 900) * 1000, abort: new AbortController(), ...(inline ? { inline: Buffer.from(body) } : {}) });
     // Start on the next tick, after the 202 has been sent.
