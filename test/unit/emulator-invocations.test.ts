@@ -13,7 +13,7 @@ import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js"
 import { imageInfo, parsePythonJson, type InvocationRecord } from "../../src/local/emulator-invocations.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
 
-const PAYLOADS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../shared/testdata/webui-payloads");
+const PAYLOADS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/webui-payloads");
 const BUCKET = "diffgate-test";
 const ROLE = "arn:aws:iam::000000000000:role/Exec";
 const credentials = { accessKeyId: "emulator", secretAccessKey: "emulator" };
