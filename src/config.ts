@@ -129,6 +129,7 @@ const envSchema = z.object({
   IMPORT_PART_SIZE_MB: intIn(5, 512, 16),
   IMPORT_CONCURRENCY: intIn(1, 16, 4),
   IMPORT_ALLOW_PRIVATE_HOSTS: z.preprocess(emptyToUndefined, z.string().default("")),
+  DATASET_MAX_FILES: intIn(1, 10_000, 1000),
 });
 
 export type Role = (typeof ROLES)[number];
@@ -193,6 +194,10 @@ export interface Config {
     importConcurrency: number;
     /** Hosts (or host:port) an import may reach on loopback or private addresses: an explicit allow-list. */
     importAllowPrivateHosts: string[];
+  };
+  datasets: {
+    /** Most files one dataset may be created with. */
+    maxFiles: number;
   };
 }
 
@@ -288,6 +293,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       importPartSizeBytes: e.IMPORT_PART_SIZE_MB * 1024 * 1024,
       importConcurrency: e.IMPORT_CONCURRENCY,
       importAllowPrivateHosts: e.IMPORT_ALLOW_PRIVATE_HOSTS.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean),
+    },
+    datasets: {
+      maxFiles: e.DATASET_MAX_FILES,
     },
   };
 }

@@ -15,6 +15,7 @@ import { ObjectStore, type ObjectStoreSettings } from "./adapters/storage/object
 import { Metrics } from "./observability/metrics.js";
 import { AccessService } from "./services/access-service.js";
 import { CheckpointService } from "./services/checkpoint-service.js";
+import { DatasetService } from "./services/dataset-service.js";
 import { EndpointService } from "./services/endpoint-service.js";
 import { MODEL_FILE_EXTENSIONS } from "./domain/checkpoints.js";
 import type { DependencyProbe } from "./services/dependency-probes.js";
@@ -56,6 +57,7 @@ export class Runtime {
   readonly jobEvents: JobEventService;
   readonly endpoints: EndpointService;
   readonly checkpoints: CheckpointService;
+  readonly datasets: DatasetService;
   /** What /readyz asks. */
   readonly readinessProbes: DependencyProbe[];
   private worker: Worker | undefined;
@@ -123,6 +125,13 @@ export class Runtime {
         },
       },
       log.child({ component: "checkpoints" }),
+    );
+    this.datasets = new DatasetService(
+      this.db,
+      this.events,
+      this.storage,
+      { maxFiles: config.datasets.maxFiles, uploadUrlTtlSeconds: cp.uploadUrlTtlSeconds, previewUrlTtlSeconds: 24 * 3600 },
+      log.child({ component: "datasets" }),
     );
   }
 

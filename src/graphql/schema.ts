@@ -4,6 +4,7 @@ import { lexicographicSortSchema, printSchema, type GraphQLSchema } from "graphq
 import { buildSchema } from "type-graphql";
 import { ApiKeyResolver } from "../../resolvers/api-key.resolver.js";
 import { CheckpointResolver } from "../../resolvers/checkpoint.resolver.js";
+import { DatasetResolver } from "../../resolvers/dataset.resolver.js";
 import { EndpointResolver } from "../../resolvers/endpoint.resolver.js";
 import { JobEventResolver } from "../../resolvers/job-event.resolver.js";
 import { RoleResolver } from "../../resolvers/role.resolver.js";
@@ -11,7 +12,7 @@ import { SessionResolver } from "../../resolvers/session.resolver.js";
 import { SystemCheckResolver } from "../../resolvers/system-check.resolver.js";
 import { UserResolver } from "../../resolvers/user.resolver.js";
 
-const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver] as const;
+const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver, DatasetResolver] as const;
 
 let built: Promise<GraphQLSchema> | undefined;
 

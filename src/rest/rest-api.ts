@@ -4,6 +4,7 @@ import type { Runtime } from "../runtime.js";
 import { credentialsFromHeaders } from "./credentials.js";
 import { API_VERSION } from "./envelope.js";
 import { checkpointRoutes } from "./routes/checkpoints.js";
+import { datasetRoutes } from "./routes/datasets.js";
 import { endpointRoutes } from "./routes/endpoints.js";
 import { pingRoutes } from "./routes/ping.js";
 import { roleRoutes } from "./routes/roles.js";
@@ -31,4 +32,5 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   await app.register(roleRoutes, { runtime });
   await app.register(endpointRoutes, { runtime });
   await app.register(checkpointRoutes, { runtime });
+  await app.register(datasetRoutes, { runtime });
 }

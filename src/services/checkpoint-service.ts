@@ -20,6 +20,7 @@ import {
   type CheckpointType,
 } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
+import { assertMayChange, visibleToCaller } from "../domain/ownership.js";
 import type { StoredEvent } from "../domain/events.js";
 import type { Principal } from "../domain/principal.js";
 import { parseInput } from "../domain/validation.js";
@@ -421,21 +422,10 @@ export class CheckpointService {
 
   // ---------------------------------------------------------------- reads
 
-  private visibility(principal: Principal, alias: string): { sql: string; params: Record<string, unknown> } {
-    if (principal.permissions.allows("checkpoint", "all")) return { sql: "TRUE", params: {} };
-    return { sql: `(${alias}.creator_id = :me OR ${alias}.allowed_roles && :myRoles)`, params: { me: principal.userId, myRoles: principal.roles } };
-  }
-
   /** A checkpoint the caller may change (its creator, or checkpoint:all); others' are 404 or 403. */
   private async writable(principal: Principal, id: string): Promise<CheckpointEntity> {
     const checkpoint = await this.db.getRepository(CheckpointEntity).findOneBy({ id });
-    if (!checkpoint) throw DomainError.notFound(`checkpoint not found with id ${id}`);
-    const mine = checkpoint.creatorId === principal.userId || principal.permissions.allows("checkpoint", "all");
-    if (!mine) {
-      const visible = checkpoint.allowedRoles.some((r) => principal.roles.includes(r));
-      if (!visible) throw DomainError.notFound(`checkpoint not found with id ${id}`);
-      throw DomainError.forbidden(`checkpoint ${id} belongs to another user; changing it needs checkpoint:all`);
-    }
+    assertMayChange(principal, "checkpoint", checkpoint, `checkpoint not found with id ${id}`, `checkpoint ${id}`);
     return checkpoint;
   }
 
@@ -471,7 +461,7 @@ export class CheckpointService {
 
   /** Names of the caller's visible Active checkpoints of one type (the seed's get-*-list routes). */
   async activeNames(principal: Principal, type: CheckpointType): Promise<string[]> {
-    const vis = this.visibility(principal, "c");
+    const vis = visibleToCaller(principal, "checkpoint", "c");
     const rows: Array<{ name: string }> = await this.db
       .getRepository(CheckpointFileEntity)
       .createQueryBuilder("f")
@@ -485,7 +475,7 @@ export class CheckpointService {
   }
 
   private async count(principal: Principal, filter: { statuses?: CheckpointStatus[]; types?: CheckpointType[] }): Promise<number> {
-    const vis = this.visibility(principal, "c");
+    const vis = visibleToCaller(principal, "checkpoint", "c");
     const qb = this.db.getRepository(CheckpointEntity).createQueryBuilder("c").where(vis.sql, vis.params);
     if (filter.statuses?.length) qb.andWhere("c.status IN (:...statuses)", { statuses: filter.statuses });
     if (filter.types?.length) qb.andWhere("c.checkpoint_type IN (:...types)", { types: filter.types });
@@ -493,7 +483,7 @@ export class CheckpointService {
   }
 
   private async query(principal: Principal, filter: { ids?: string[]; statuses?: CheckpointStatus[]; types?: CheckpointType[]; after?: Cursor; limit: number; offset?: number }): Promise<CheckpointView[]> {
-    const vis = this.visibility(principal, "c");
+    const vis = visibleToCaller(principal, "checkpoint", "c");
     const qb = this.db
       .getRepository(CheckpointEntity)
       .createQueryBuilder("c")

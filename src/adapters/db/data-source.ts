@@ -2,6 +2,7 @@ import "reflect-metadata";
 import { DataSource } from "typeorm";
 import { ApiKeyEntity } from "./entities/api-key.entity.js";
 import { CheckpointEntity, CheckpointFileEntity } from "./entities/checkpoint.entity.js";
+import { DatasetEntity, DatasetItemEntity } from "./entities/dataset.entity.js";
 import { EndpointEntity } from "./entities/endpoint.entity.js";
 import { EventStreamEntity, JobEventEntity } from "./entities/event.entity.js";
 import { RoleEntity } from "./entities/role.entity.js";
@@ -11,9 +12,10 @@ import { UserEntity } from "./entities/user.entity.js";
 import { Foundation1764230400000 } from "./migrations/1764230400000-foundation.js";
 import { EndpointDeployments1795762597887 } from "./migrations/1795762597887-endpoint-deployments.js";
 import { Checkpoints1795763295929 } from "./migrations/1795763295929-checkpoints.js";
+import { Datasets1795766214750 } from "./migrations/1795766214750-datasets.js";
 
-export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity];
-export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929];
+export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity];
+export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750];
 
 /** Advisory-lock key for schema migrations and first-start bootstrap ("diffgate" as an int64). */
 const MIGRATION_LOCK_KEY = "7235843316543545716";
