@@ -121,6 +121,12 @@ const envSchema = z.object({
   EMULATOR_FAIL_INSTANCE_TYPES: z.preprocess(emptyToUndefined, z.string().default("")),
   EMULATOR_INVOCATION_START_MS: intIn(0, 600_000, 200),
   EMULATOR_INVOCATION_STEP_MS: intIn(0, 60_000, 50),
+  EMULATOR_TRAINING_STARTING_MS: intIn(0, 3600_000, 6000),
+  EMULATOR_TRAINING_DOWNLOADING_MS: intIn(0, 3600_000, 3000),
+  EMULATOR_TRAINING_TRAINING_MS: intIn(0, 24 * 3600_000, 30_000),
+  EMULATOR_TRAINING_UPLOADING_MS: intIn(0, 3600_000, 3000),
+  EMULATOR_TRAINING_STOPPING_MS: intIn(0, 3600_000, 2000),
+  EMULATOR_TRAINING_FAIL_MATCHING: z.preprocess(emptyToUndefined, z.string().default("")),
   UPLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 7 * 24 * 3600),
   DOWNLOAD_URL_TTL_SECONDS: intIn(60, 7 * 24 * 3600, 3600),
   UNFINISHED_UPLOAD_MAX_AGE_HOURS: intIn(1, 24 * 365, 7 * 24),
@@ -183,6 +189,12 @@ export interface Config {
     failInstanceTypes: string[];
     invocationStartMs: number;
     invocationStepMs: number;
+    trainingStartingMs: number;
+    trainingDownloadingMs: number;
+    trainingTrainingMs: number;
+    trainingUploadingMs: number;
+    trainingStoppingMs: number;
+    failTrainingJobsMatching: string[];
   };
   checkpoints: {
     uploadUrlTtlSeconds: number;
@@ -283,6 +295,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       failInstanceTypes: e.EMULATOR_FAIL_INSTANCE_TYPES.split(",").map((t) => t.trim()).filter(Boolean),
       invocationStartMs: e.EMULATOR_INVOCATION_START_MS,
       invocationStepMs: e.EMULATOR_INVOCATION_STEP_MS,
+      trainingStartingMs: e.EMULATOR_TRAINING_STARTING_MS,
+      trainingDownloadingMs: e.EMULATOR_TRAINING_DOWNLOADING_MS,
+      trainingTrainingMs: e.EMULATOR_TRAINING_TRAINING_MS,
+      trainingUploadingMs: e.EMULATOR_TRAINING_UPLOADING_MS,
+      trainingStoppingMs: e.EMULATOR_TRAINING_STOPPING_MS,
+      failTrainingJobsMatching: e.EMULATOR_TRAINING_FAIL_MATCHING.split(",").map((t) => t.trim()).filter(Boolean),
     },
     checkpoints: {
       uploadUrlTtlSeconds: e.UPLOAD_URL_TTL_SECONDS,

@@ -16,8 +16,8 @@ export class AwsError extends Error {
 
 const NAME_PATTERN = /^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/;
 const NAME_PATTERN_TEXT = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}";
-const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/?[a-zA-Z_0-9+=,.@\-_/]+$/;
-const S3_URI = /^(https|s3):\/\/([^/]+)\/?(.*)$/;
+export const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/?[a-zA-Z_0-9+=,.@\-_/]+$/;
+export const S3_URI = /^(https|s3):\/\/([^/]+)\/?(.*)$/;
 
 /** SageMaker's production-variant instance types (the families a Stable Diffusion deployment may use, and common CPU ones). */
 export const VARIANT_INSTANCE_TYPES = [
@@ -33,7 +33,7 @@ export const VARIANT_INSTANCE_TYPES = [
 ];
 
 /** Collects constraint violations and reports them the way SageMaker does. */
-class Violations {
+export class Violations {
   private readonly found: string[] = [];
 
   required(value: unknown, path: string): boolean {
@@ -64,8 +64,8 @@ class Violations {
   }
 }
 
-const validation = (message: string) => new AwsError(400, "ValidationException", message);
-const seconds = (ms: number) => ms / 1000;
+export const validation = (message: string) => new AwsError(400, "ValidationException", message);
+export const seconds = (ms: number) => ms / 1000;
 
 function describeEndpoint(state: EmulatorState, e: EndpointRecord) {
   const config = state.endpointConfigs[e.configName];
@@ -88,7 +88,7 @@ function describeEndpoint(state: EmulatorState, e: EndpointRecord) {
   };
 }
 
-type Operation = (state: EmulatorState, body: Body) => unknown;
+export type Operation = (state: EmulatorState, body: Body) => unknown;
 
 export const SAGEMAKER_OPERATIONS: Record<string, Operation> = {
   CreateModel(state, b) {
@@ -299,12 +299,6 @@ export const SAGEMAKER_OPERATIONS: Record<string, Operation> = {
     e.lastModifiedAt = now;
     state.putEndpoint(e);
     return { EndpointArn: e.arn };
-  },
-
-  ListTrainingJobs(_state, b) {
-    const max = b.MaxResults ?? 10;
-    if (typeof max !== "number" || max < 1 || max > 100) throw validation(`1 validation error detected: Value '${String(max)}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 100`);
-    return { TrainingJobSummaries: [] };
   },
 };
 

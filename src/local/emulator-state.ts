@@ -28,6 +28,18 @@ export interface EmulatorSettings {
   invocationStartMs: number;
   /** Timeout of one progress callback POST; callbacks never hold a job up. */
   progressCallbackTimeoutMs: number;
+  /** Training jobs: time in SecondaryStatus Starting (LaunchingMLInstances, PreparingTrainingStack). */
+  trainingStartingMs: number;
+  /** Training jobs: time in Downloading (input data). */
+  trainingDownloadingMs: number;
+  /** Training jobs: time in Training. */
+  trainingTrainingMs: number;
+  /** Training jobs: time in Uploading (the model artifact is written when it ends). */
+  trainingUploadingMs: number;
+  /** Training jobs: time in Stopping, after StopTrainingJob or MaxRuntimeInSeconds. */
+  trainingStoppingMs: number;
+  /** Training jobs whose name contains one of these substrings fail with an AlgorithmError midway through Training (as does the hyperparameter `emulator_fail: "true"`). */
+  failTrainingJobsMatching: string[];
 }
 
 export interface EmulatorS3Settings {
@@ -47,6 +59,12 @@ export const DEFAULT_EMULATOR_SETTINGS: EmulatorSettings = {
   invocationStepMs: 50,
   invocationStartMs: 200,
   progressCallbackTimeoutMs: 2000,
+  trainingStartingMs: 6000,
+  trainingDownloadingMs: 3000,
+  trainingTrainingMs: 30000,
+  trainingUploadingMs: 3000,
+  trainingStoppingMs: 2000,
+  failTrainingJobsMatching: [],
 };
 
 export interface ModelRecord {
@@ -118,6 +136,25 @@ export interface AlarmRecord {
   updatedAt: number;
 }
 
+/** A training job as created; its statuses are computed from these timestamps (see emulator-training.ts). */
+export interface TrainingJobRecord {
+  name: string;
+  arn: string;
+  createdAt: number;
+  /** The CreateTrainingJob members echoed by DescribeTrainingJob (Tags left out). */
+  request: Record<string, unknown>;
+  /** The phase durations in force when the job was created, so a restart with other settings does not rewrite its past. */
+  plan: { startingMs: number; downloadingMs: number; trainingMs: number; uploadingMs: number; stoppingMs: number };
+  /** Why failure is injected (name match or hyperparameter); absent for a job that succeeds. */
+  injectedFailure?: string;
+  stopRequestedAt?: number;
+  /** When the model artifact was written and the job completed. */
+  completedAt?: number;
+  /** When writing the model artifact failed, and why. */
+  artifactFailedAt?: number;
+  artifactError?: string;
+}
+
 interface Snapshot {
   models: Record<string, ModelRecord>;
   endpointConfigs: Record<string, EndpointConfigRecord>;
@@ -125,9 +162,10 @@ interface Snapshot {
   scalableTargets: Record<string, ScalableTargetRecord>;
   scalingPolicies: Record<string, ScalingPolicyRecord>;
   alarms: Record<string, AlarmRecord>;
+  trainingJobs: Record<string, TrainingJobRecord>;
 }
 
-const empty = (): Snapshot => ({ models: {}, endpointConfigs: {}, endpoints: {}, scalableTargets: {}, scalingPolicies: {}, alarms: {} });
+const empty = (): Snapshot => ({ models: {}, endpointConfigs: {}, endpoints: {}, scalableTargets: {}, scalingPolicies: {}, alarms: {}, trainingJobs: {} });
 
 /**
  * The emulator's resources. Transitions are computed from timestamps when read, so the state file
@@ -157,6 +195,9 @@ export class EmulatorState {
   }
   get alarms() {
     return this.data.alarms;
+  }
+  get trainingJobs() {
+    return this.data.trainingJobs;
   }
 
   arn(kind: string, name: string): string {

@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { asyncInvocationInput, InvocationEngine } from "./emulator-invocations.js";
 import { AUTOSCALING_OPERATIONS, AwsError, CLOUDWATCH_OPERATIONS, SAGEMAKER_OPERATIONS } from "./emulator-operations.js";
 import { DEFAULT_EMULATOR_SETTINGS, EmulatorState, type EmulatorSettings } from "./emulator-state.js";
+import { TrainingEngine } from "./emulator-training.js";
 
 /**
  * The SageMaker emulator: one loopback HTTP server speaking SageMaker's control plane (awsJson1_1,
@@ -12,7 +13,8 @@ import { DEFAULT_EMULATOR_SETTINGS, EmulatorState, type EmulatorSettings } from 
  * `GraniteServiceVersion20100801.<Op>`). The AWS SDK reaches it only through the standard
  * AWS_ENDPOINT_URL_* overrides. It validates like SageMaker and walks endpoints through
  * SageMaker's statuses with configurable delays. Async invocations run on test cards (see
- * emulator-invocations.ts). It does not check signatures.
+ * emulator-invocations.ts); training jobs walk their statuses and write a placeholder model
+ * artifact (see emulator-training.ts). It does not check signatures.
  */
 
 type Body = Record<string, unknown>;
@@ -32,6 +34,8 @@ export interface SageMakerEmulator {
   requests: EmulatorRequest[];
   /** Async invocations: their records, per-endpoint queue stats, and waiting for one to settle. */
   invocations: InvocationEngine;
+  /** Training jobs: their operations and the writing of their model artifacts. */
+  training: TrainingEngine;
   /** Requests of one operation, in arrival order. */
   calls(operation: string): EmulatorRequest[];
   stop(): Promise<void>;
@@ -84,6 +88,7 @@ export async function startSageMakerEmulator(
   const state = new EmulatorState({ ...DEFAULT_EMULATOR_SETTINGS, ...options.settings }, options.now);
   const requests: EmulatorRequest[] = [];
   const invocations = new InvocationEngine(state);
+  const training = new TrainingEngine(state);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");
@@ -136,7 +141,7 @@ export async function startSageMakerEmulator(
       return sendError(res, new AwsError(400, "SerializationException", "Start of structure or map found where not expected."), contentType);
     }
     requests.push({ service: service.service, operation, body, headers: headerMap(req), at: Date.now() });
-    const handler = (service.operations as Record<string, (s: EmulatorState, b: Body) => unknown>)[operation];
+    const handler = (service.service === "SageMaker" ? training.operations[operation] : undefined) ?? (service.operations as Record<string, (s: EmulatorState, b: Body) => unknown>)[operation];
     if (!handler) return sendError(res, new AwsError(400, "UnknownOperationException", `The emulator does not implement ${String(target)}.`), contentType);
     const delay = state.settings.operationDelaysMs?.[operation];
     if (delay) await new Promise((r) => setTimeout(r, delay));
@@ -166,9 +171,11 @@ export async function startSageMakerEmulator(
     state,
     requests,
     invocations,
+    training,
     calls: (operation) => requests.filter((r) => r.operation === operation),
     stop: async () => {
       await invocations.stop();
+      await training.stop();
       await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
