@@ -204,7 +204,7 @@ export class CheckpointResolver {
 
   @Mutation(() => CheckpointType, { description: "Renames an Active single-file checkpoint, keeping the extension" })
   async renameCheckpoint(@Ctx() ctx: GraphQLContext, @Arg("id", () => ID) id: string, @Arg("name", () => String) name: string): Promise<CheckpointType> {
-    return toType(await ctx.runtime.checkpoints.rename(await ctx.principal(), id, name));
+    return toType((await ctx.runtime.checkpoints.rename(await ctx.principal(), id, name)).checkpoint);
   }
 
   @Mutation(() => CheckpointType, { description: "Active or Disabled" })

@@ -351,7 +351,7 @@ export class CheckpointService {
   }
 
   /** Renames a single-file Active checkpoint; the extension is kept. The bytes move in a job. */
-  async rename(principal: Principal, id: unknown, newName: unknown): Promise<CheckpointView> {
+  async rename(principal: Principal, id: unknown, newName: unknown): Promise<{ checkpoint: CheckpointView; changed: boolean }> {
     const checkpointId = parseInput(idSchema, id, "id");
     let name = parseInput(z.string({ error: "must be a file name" }).min(1).max(255), newName, "name");
     const checkpoint = await this.writable(principal, checkpointId);
@@ -366,7 +366,7 @@ export class CheckpointService {
     }
     const problem = fileNameProblem(name);
     if (problem) throw DomainError.badInput(`name: ${problem}`, "name");
-    if (name === file.name) return this.view(principal, checkpointId);
+    if (name === file.name) return { checkpoint: await this.view(principal, checkpointId), changed: false };
     try {
       await this.events.transaction(async (tx, events) => {
         await tx.update(CheckpointFileEntity, { id: file.id }, { name });
@@ -378,7 +378,7 @@ export class CheckpointService {
     }
     // One job per (file, target name): renaming back and forth queues a new job each time.
     await this.queue.enqueue("checkpoint.rename", { checkpointId, fileId: file.id }, `checkpoint-rename-${file.id}-${createHash("sha256").update(name).digest("hex").slice(0, 16)}`);
-    return this.view(principal, checkpointId);
+    return { checkpoint: await this.view(principal, checkpointId), changed: true };
   }
 
   /** The rename job: copies the object to its new key (multipart copy above 5 GiB), then deletes the old one. */
@@ -410,7 +410,19 @@ export class CheckpointService {
     return list;
   }
 
-  /** Sets Active or Disabled (upstream's PUT with a status); completion has its own call. */
+  /**
+   * Upstream's PUT with a status: completes an Initial upload with the parts' ETags, or switches a
+   * completed checkpoint between Active and Disabled.
+   */
+  async updateStatus(principal: Principal, id: unknown, status: unknown, tags: unknown): Promise<CheckpointView> {
+    const checkpoint = await this.view(principal, id);
+    if (checkpoint.status !== "Initial" || checkpoint.source !== "upload") return this.setStatus(principal, id, status);
+    if (status !== "Active") throw DomainError.badInput("status: an Initial upload can only become Active", "status");
+    if (tags === undefined || tags === null || (typeof tags === "object" && Object.keys(tags).length === 0)) throw DomainError.badInput("multi parts tags is empty", "parts");
+    return this.completeUpload(principal, id, tags);
+  }
+
+  /** Sets Active or Disabled on a completed checkpoint. */
   async setStatus(principal: Principal, id: unknown, status: unknown): Promise<CheckpointView> {
     const checkpointId = parseInput(idSchema, id, "id");
     const to = parseInput(z.enum(["Active", "Disabled"], { error: "must be Active or Disabled" }), status, "status");

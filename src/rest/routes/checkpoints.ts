@@ -82,23 +82,12 @@ export async function checkpointRoutes(app: FastifyInstance, { runtime }: { runt
     if (body.checkpoint_id !== undefined && body.checkpoint_id !== id) throw DomainError.badInput("checkpoint_id: must match the id in the path", "checkpoint_id");
     const principal = request.principal!;
     if (body.status !== undefined) {
-      const tags = body.multi_parts_tags;
-      const current = await runtime.checkpoints.view(principal, id);
-      let checkpoint: CheckpointView;
-      if (current.status === "Initial" && current.source === "upload") {
-        if (body.status !== "Active") throw DomainError.badInput("status: an Initial upload can only become Active", "status");
-        if (tags === undefined || tags === null || (typeof tags === "object" && Object.keys(tags).length === 0)) throw DomainError.badInput("multi parts tags is empty", "multi_parts_tags");
-        checkpoint = await withWireFieldNames({ parts: "multi_parts_tags" }, () => runtime.checkpoints.completeUpload(principal, id, tags));
-      } else {
-        checkpoint = await runtime.checkpoints.setStatus(principal, id, body.status);
-      }
+      const checkpoint = await withWireFieldNames({ parts: "multi_parts_tags" }, () => runtime.checkpoints.updateStatus(principal, id, body.status, body.multi_parts_tags));
       return sendEnvelope(reply, 200, { checkpoint: wireCheckpoint(checkpoint, bucket) });
     }
     if (body.name !== undefined) {
-      const before = await runtime.checkpoints.view(principal, id);
-      const checkpoint = await runtime.checkpoints.rename(principal, id, body.name);
-      const unchanged = before.files.map((f) => f.name).join() === checkpoint.files.map((f) => f.name).join();
-      return sendEnvelope(reply, unchanged ? 200 : 202, { checkpoint: wireCheckpoint(checkpoint, bucket) }, unchanged ? "no need to update" : "rename is processing, please wait");
+      const { checkpoint, changed } = await runtime.checkpoints.rename(principal, id, body.name);
+      return sendEnvelope(reply, changed ? 202 : 200, { checkpoint: wireCheckpoint(checkpoint, bucket) }, changed ? "rename is processing, please wait" : "no need to update");
     }
     return sendEnvelope(reply, 200, { checkpoint: wireCheckpoint(await runtime.checkpoints.view(principal, id), bucket) });
   });
