@@ -1,7 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { parseWebUiJson } from "../domain/webui-parameters.js";
 import { AwsError } from "./emulator-operations.js";
-import type { EmulatorState, EndpointRecord } from "./emulator-state.js";
+import { createEmulatorS3Client, type EmulatorState, type EndpointRecord } from "./emulator-state.js";
 import { drawCard, encodePng, generationCard, generationCardPng, previewPng, type CardSpec, type Raster } from "./test-card.js";
 
 /**
@@ -99,46 +100,10 @@ export interface AcceptedInvocation {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON as Python writes it: the WebUI's clients send `NaN`, `Infinity` and `-Infinity` literals.
+// JSON as Python writes it: the WebUI's clients send `NaN`, `Infinity` and `-Infinity` literals
+// (read with parseWebUiJson from the domain).
 
 const NON_FINITE = "\u0000nonfinite:";
-
-/** JSON.parse that also accepts Python's `NaN`, `Infinity` and `-Infinity` literals. */
-export function parsePythonJson(text: string): unknown {
-  let out = "";
-  let last = 0;
-  let i = 0;
-  const n = text.length;
-  while (i < n) {
-    const c = text.charCodeAt(i);
-    if (c === 34) {
-      // Skip the string: find its closing quote, not preceded by an odd run of backslashes.
-      let j = i + 1;
-      for (;;) {
-        j = text.indexOf('"', j);
-        if (j < 0) return JSON.parse(text); // unterminated: let JSON.parse report it
-        let k = j - 1;
-        while (text.charCodeAt(k) === 92) k--;
-        if ((j - 1 - k) % 2 === 0) break;
-        j++;
-      }
-      i = j + 1;
-      continue;
-    }
-    const literal = c === 78 && text.startsWith("NaN", i) ? "NaN" : c === 73 && text.startsWith("Infinity", i) ? "Infinity" : c === 45 && text.startsWith("-Infinity", i) ? "-Infinity" : undefined;
-    if (literal) {
-      // The sentinel's NUL must be escaped in JSON text; JSON.parse turns it back into NON_FINITE.
-      out += `${text.slice(last, i)}"\\u0000nonfinite:${literal}"`;
-      i += literal.length;
-      last = i;
-      continue;
-    }
-    i++;
-  }
-  if (last === 0) return JSON.parse(text);
-  out += text.slice(last);
-  return JSON.parse(out, (_k, v: unknown) => (typeof v === "string" && v.startsWith(NON_FINITE) ? Number(v.slice(NON_FINITE.length)) : v));
-}
 
 /** JSON.stringify that writes non-finite numbers as Python's json.dumps does (`NaN`, `Infinity`). */
 export function stringifyPythonJson(value: unknown): string {
@@ -621,7 +586,7 @@ interface EndpointQueue {
 
 function parseJsonText(text: string, what: string): unknown {
   try {
-    return parsePythonJson(text);
+    return parseWebUiJson(text);
   } catch (e) {
     throw new Rejection({ error: "InvalidInput", detail: `${what} is not JSON: ${(e as Error).message}` });
   }
@@ -660,18 +625,7 @@ export class InvocationEngine {
   constructor(private readonly state: EmulatorState) {}
 
   private get s3(): S3Client {
-    if (!this.s3Client) {
-      const s3 = this.state.settings.s3 ?? {};
-      this.s3Client = new S3Client({
-        region: s3.region ?? this.state.settings.region,
-        ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
-        ...(s3.credentials ? { credentials: s3.credentials } : {}),
-        ...(s3.forcePathStyle !== undefined ? { forcePathStyle: s3.forcePathStyle } : {}),
-        requestChecksumCalculation: "WHEN_REQUIRED",
-        responseChecksumValidation: "WHEN_REQUIRED",
-        maxAttempts: 2,
-      });
-    }
+    this.s3Client ??= createEmulatorS3Client(this.state.settings);
     return this.s3Client;
   }
 

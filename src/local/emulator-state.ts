@@ -1,3 +1,4 @@
+import { S3Client } from "@aws-sdk/client-s3";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
@@ -259,4 +260,18 @@ export class EmulatorState {
     writeFileSync(tmp, JSON.stringify(this.data));
     renameSync(tmp, file);
   }
+}
+
+/** The S3 client the emulator's invocations and training jobs use to read inputs and write outputs. */
+export function createEmulatorS3Client(settings: EmulatorSettings): S3Client {
+  const s3 = settings.s3 ?? {};
+  return new S3Client({
+    region: s3.region ?? settings.region,
+    ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
+    ...(s3.credentials ? { credentials: s3.credentials } : {}),
+    ...(s3.forcePathStyle !== undefined ? { forcePathStyle: s3.forcePathStyle } : {}),
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    maxAttempts: 3,
+  });
 }

@@ -1,7 +1,7 @@
 import { gzipSync } from "node:zlib";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { AwsError, ROLE_ARN, S3_URI, seconds, validation, Violations, type Operation } from "./emulator-operations.js";
-import type { EmulatorState, TrainingJobRecord } from "./emulator-state.js";
+import { createEmulatorS3Client, type EmulatorState, type TrainingJobRecord } from "./emulator-state.js";
 
 /**
  * The emulator's SageMaker training jobs: CreateTrainingJob, DescribeTrainingJob, StopTrainingJob
@@ -381,18 +381,7 @@ export class TrainingEngine {
   }
 
   private get s3(): S3Client {
-    if (!this.s3Client) {
-      const s3 = this.state.settings.s3 ?? {};
-      this.s3Client = new S3Client({
-        region: s3.region ?? this.state.settings.region,
-        ...(s3.endpoint ? { endpoint: s3.endpoint } : {}),
-        ...(s3.credentials ? { credentials: s3.credentials } : {}),
-        ...(s3.forcePathStyle !== undefined ? { forcePathStyle: s3.forcePathStyle } : {}),
-        requestChecksumCalculation: "WHEN_REQUIRED",
-        responseChecksumValidation: "WHEN_REQUIRED",
-        maxAttempts: 3,
-      });
-    }
+    this.s3Client ??= createEmulatorS3Client(this.state.settings);
     return this.s3Client;
   }
 

@@ -10,7 +10,8 @@ import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from 
 import { CreateEndpointCommand, CreateEndpointConfigCommand, CreateModelCommand, DeleteEndpointCommand, DescribeEndpointCommand, SageMakerClient, UpdateEndpointWeightsAndCapacitiesCommand } from "@aws-sdk/client-sagemaker";
 import { InvokeEndpointAsyncCommand, SageMakerRuntimeClient, type InvokeEndpointAsyncCommandInput } from "@aws-sdk/client-sagemaker-runtime";
 import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js";
-import { imageInfo, parsePythonJson, type InvocationRecord } from "../../src/local/emulator-invocations.js";
+import { parseWebUiJson } from "../../src/domain/webui-parameters.js";
+import { imageInfo, type InvocationRecord } from "../../src/local/emulator-invocations.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
 
 const PAYLOADS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/webui-payloads");
@@ -171,7 +172,7 @@ describe("InvokeEndpointAsync on the emulator", () => {
     const text = await get(res.OutputLocation!);
     // The request echo keeps the client's non-standard literal, as the WebUI's Python json.dumps writes it.
     expect(text).toContain('"s_tmax":Infinity');
-    const out = parsePythonJson(text) as { images: string[]; parameters: Record<string, unknown>; info: string };
+    const out = parseWebUiJson(text) as { images: string[]; parameters: Record<string, unknown>; info: string };
     expect(out.images).toHaveLength(4);
     for (const image of out.images) {
       const decoded = png(image);
@@ -188,7 +189,7 @@ describe("InvokeEndpointAsync on the emulator", () => {
     // Same seed and parameters, another job: the same bytes.
     const again = await invoke("ep-one", "txt2img", params);
     expect((await settled(again.InferenceId!)).status).toBe("completed");
-    const out2 = parsePythonJson(await get(again.OutputLocation!)) as { images: string[] };
+    const out2 = parseWebUiJson(await get(again.OutputLocation!)) as { images: string[] };
     expect(out2.images).toEqual(out.images);
 
     // The invocation is in the request log with the SDK's member names.
@@ -203,8 +204,8 @@ describe("InvokeEndpointAsync on the emulator", () => {
     const a = await invoke("ep-one", "txt2img", params, {}, { InferenceId: "seed-a" });
     const b = await invoke("ep-one", "txt2img", params, {}, { InferenceId: "seed-b" });
     await Promise.all([settled("seed-a"), settled("seed-b")]);
-    const infoA = JSON.parse((parsePythonJson(await get(a.OutputLocation!)) as { info: string }).info) as { all_seeds: number[] };
-    const outB = parsePythonJson(await get(b.OutputLocation!)) as { info: string; images: string[] };
+    const infoA = JSON.parse((parseWebUiJson(await get(a.OutputLocation!)) as { info: string }).info) as { all_seeds: number[] };
+    const outB = parseWebUiJson(await get(b.OutputLocation!)) as { info: string; images: string[] };
     const infoB = JSON.parse(outB.info) as { all_seeds: number[] };
     expect(infoA.all_seeds[0]).toBeGreaterThanOrEqual(0);
     expect(infoA.all_seeds[1]).toBe(infoA.all_seeds[0]! + 1);
@@ -221,7 +222,7 @@ describe("InvokeEndpointAsync on the emulator", () => {
     expect(res.OutputLocation).toBe(`s3://${BUCKET}/sagemaker_output/inline/result.out`);
     expect(res.FailureLocation).toBe(`s3://${BUCKET}/sagemaker_output/inline/job-inline-error.out`);
     expect((await settled("job-inline")).status).toBe("completed");
-    expect((parsePythonJson(await get(res.OutputLocation!)) as { images: string[] }).images).toHaveLength(1);
+    expect((parseWebUiJson(await get(res.OutputLocation!)) as { images: string[] }).images).toHaveLength(1);
     const both = await refusal(runtime.send(new InvokeEndpointAsyncCommand({ EndpointName: "ep-one", Body: new TextEncoder().encode("{}"), InputLocation: paramS3 })));
     expect(both).toEqual({ name: "ValidationError", status: 400, message: "Body and InputLocation are mutually exclusive. Provide exactly one of them." });
   });
@@ -232,7 +233,7 @@ describe("InvokeEndpointAsync on the emulator", () => {
     expect(record.error).toBeUndefined();
     // The WebUI samples int(0.75 × 20) + 1 steps for img2img.
     expect(record).toMatchObject({ status: "completed", task: "img2img", totalSteps: 16 });
-    const out = parsePythonJson(await get(res.OutputLocation!)) as { images: string[]; parameters: Record<string, unknown>; info: string };
+    const out = parseWebUiJson(await get(res.OutputLocation!)) as { images: string[]; parameters: Record<string, unknown>; info: string };
     expect(out.images).toHaveLength(1);
     const image = png(out.images[0]!);
     expect([image.width, image.height]).toEqual([512, 512]);
