@@ -16,6 +16,10 @@ export interface JobPayloads {
   "checkpoint.rename": { checkpointId: string; fileId: string };
   /** Aborts multipart uploads left unfinished too long; repeated by a job scheduler. */
   "checkpoints.housekeeping": Record<string, never>;
+  /** Writes an inference's payload and invokes its endpoint; job id `inference-dispatch-<id>`. */
+  "inference.dispatch": { inferenceId: string };
+  /** Watches an inference's output and failure locations; job id `inference-watch-<id>`. */
+  "inference.watch": { inferenceId: string };
 }
 
 export type JobName = keyof JobPayloads;
@@ -28,6 +32,8 @@ export const JOB_NAMES = [
   "checkpoint.import",
   "checkpoint.rename",
   "checkpoints.housekeeping",
+  "inference.dispatch",
+  "inference.watch",
 ] as const satisfies readonly JobName[];
 
 /** The queue that carries jobs which are not tied to one endpoint's capacity. */
@@ -36,4 +42,9 @@ export const WORK_QUEUE = "work";
 export const endpointJobIds = {
   deploy: (endpointId: string) => `endpoint-deploy-${endpointId}`,
   delete: (endpointId: string) => `endpoint-delete-${endpointId}`,
+};
+
+export const inferenceJobIds = {
+  dispatch: (inferenceId: string) => `inference-dispatch-${inferenceId}`,
+  watch: (inferenceId: string) => `inference-watch-${inferenceId}`,
 };

@@ -66,7 +66,7 @@ class CheckpointEdgeType {
 }
 
 @ObjectType("PageInfo")
-class PageInfoType {
+export class PageInfoType {
   @Field(() => Boolean)
   hasNextPage!: boolean;
 

@@ -113,6 +113,12 @@ const envSchema = z.object({
   SNS_SUCCESS_TOPIC_ARN: z.preprocess(emptyToUndefined, z.string().regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/, { error: "must be an SNS topic ARN" }).optional()),
   SNS_ERROR_TOPIC_ARN: z.preprocess(emptyToUndefined, z.string().regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/, { error: "must be an SNS topic ARN" }).optional()),
   ENDPOINT_MAX_CONCURRENT_INVOCATIONS: intIn(1, 100, 1),
+  PUBLIC_URL: z.preprocess(emptyToUndefined, z.url({ error: "must be an http(s) URL" }).optional()),
+  INFERENCE_INVOCATION_TIMEOUT_SECONDS: intIn(1, 3600, 3600),
+  INFERENCE_REQUEST_TTL_SECONDS: intIn(60, 21600, 21600),
+  INFERENCE_OUTPUT_TIMEOUT_MS: intIn(1000, 7 * 24 * 3600_000, 2 * 3600_000),
+  INFERENCE_WATCH_INITIAL_MS: intIn(10, 60_000, 500),
+  INFERENCE_PROGRESS_PREVIEW_EVERY: intIn(0, 1000, 5),
   ENDPOINT_DEPLOY_TIMEOUT_MS: intIn(10_000, 6 * 3600_000, 3600_000),
   RECONCILE_INTERVAL_MS: intIn(1000, 24 * 3600_000, 60_000),
   EMULATOR_ENDPOINT_CREATE_MS: intIn(0, 3600_000, 5000),
@@ -181,6 +187,15 @@ export interface Config {
     maxConcurrentInvocationsPerInstance: number;
     deployTimeoutMs: number;
     reconcileIntervalMs: number;
+  };
+  inferences: {
+    /** Base URL the endpoints reach Diffgate at (progress callbacks); `http://<HOST>:<PORT>` by default. */
+    publicUrl: string;
+    invocationTimeoutSeconds: number;
+    requestTtlSeconds: number;
+    outputTimeoutMs: number;
+    watchInitialMs: number;
+    previewEvery: number;
   };
   emulator: {
     endpointCreateMs: number;
@@ -287,6 +302,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxConcurrentInvocationsPerInstance: e.ENDPOINT_MAX_CONCURRENT_INVOCATIONS,
       deployTimeoutMs: e.ENDPOINT_DEPLOY_TIMEOUT_MS,
       reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
+    },
+    inferences: {
+      publicUrl: (e.PUBLIC_URL ?? `http://${e.HOST}:${e.PORT}`).replace(/\/+$/, ""),
+      invocationTimeoutSeconds: e.INFERENCE_INVOCATION_TIMEOUT_SECONDS,
+      requestTtlSeconds: e.INFERENCE_REQUEST_TTL_SECONDS,
+      outputTimeoutMs: e.INFERENCE_OUTPUT_TIMEOUT_MS,
+      watchInitialMs: e.INFERENCE_WATCH_INITIAL_MS,
+      previewEvery: e.INFERENCE_PROGRESS_PREVIEW_EVERY,
     },
     emulator: {
       endpointCreateMs: e.EMULATOR_ENDPOINT_CREATE_MS,

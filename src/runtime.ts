@@ -17,6 +17,9 @@ import { AccessService } from "./services/access-service.js";
 import { CheckpointService } from "./services/checkpoint-service.js";
 import { DatasetService } from "./services/dataset-service.js";
 import { EndpointService } from "./services/endpoint-service.js";
+import { InferenceService } from "./services/inference-service.js";
+import { AsyncInvoker } from "./adapters/sagemaker/async-invoker.js";
+import { SnsVerifier } from "./adapters/sns/sns-verifier.js";
 import { MODEL_FILE_EXTENSIONS } from "./domain/checkpoints.js";
 import type { DependencyProbe } from "./services/dependency-probes.js";
 import { EventLog } from "./services/event-log.js";
@@ -58,6 +61,9 @@ export class Runtime {
   readonly endpoints: EndpointService;
   readonly checkpoints: CheckpointService;
   readonly datasets: DatasetService;
+  readonly inferences: InferenceService;
+  /** Verifies SageMaker's SNS notifications (success and error topics). */
+  readonly sns: SnsVerifier;
   /** What /readyz asks. */
   readonly readinessProbes: DependencyProbe[];
   private worker: Worker | undefined;
@@ -133,6 +139,31 @@ export class Runtime {
       { maxFiles: config.datasets.maxFiles, uploadUrlTtlSeconds: cp.uploadUrlTtlSeconds, previewUrlTtlSeconds: 24 * 3600 },
       log.child({ component: "datasets" }),
     );
+    const inf = config.inferences;
+    this.inferences = new InferenceService(
+      this.db,
+      this.events,
+      this.queue,
+      this.storage,
+      new AsyncInvoker(this.sagemaker.runtime),
+      {
+        bucket: deps.objectStore.bucket,
+        publicUrl: inf.publicUrl,
+        paramsUploadUrlTtlSeconds: 3600,
+        resultUrlTtlSeconds: 3600,
+        invocationTimeoutSeconds: inf.invocationTimeoutSeconds,
+        requestTtlSeconds: inf.requestTtlSeconds,
+        outputTimeoutMs: inf.outputTimeoutMs,
+        watchInitialMs: inf.watchInitialMs,
+        previewEvery: inf.previewEvery,
+        maxConcurrentInvocationsPerInstance: sm.maxConcurrentInvocationsPerInstance,
+        maxDocumentBytes: 256 * 1024 * 1024,
+      },
+      log.child({ component: "inferences" }),
+    );
+    this.sns = new SnsVerifier(() => [sm.successTopicArn, sm.errorTopicArn].filter((t): t is string => !!t));
+    // Deleting an endpoint fails its jobs that were not dispatched yet.
+    this.endpoints.onDeleting((endpointId, endpointName) => this.inferences.failQueuedForEndpoint(endpointId, endpointName).then(() => undefined));
   }
 
   /** Connects, migrates under the advisory lock and runs the first-start bootstrap. */
@@ -157,7 +188,7 @@ export class Runtime {
       prefix: this.config.queuePrefix,
       concurrency: this.config.workerConcurrency,
       lockMs: this.config.jobLockMs,
-      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints }),
+      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences }),
       log: this.log.child({ component: "worker" }),
       observer: this.metrics,
     });

@@ -1,13 +1,15 @@
 import type { CheckpointService } from "../../src/services/checkpoint-service.js";
+import type { InferenceService } from "../../src/services/inference-service.js";
 import type { EndpointService } from "../../src/services/endpoint-service.js";
 import type { SystemCheckService } from "../../src/services/system-check-service.js";
 import type { Processors } from "../processor-registry.js";
 import { checkpointImportProcessor, checkpointRenameProcessor, checkpointsHousekeepingProcessor } from "./checkpoint.processor.js";
 import { endpointDeleteProcessor, endpointDeployProcessor, endpointsReconcileProcessor } from "./endpoint.processor.js";
+import { inferenceDispatchProcessor, inferenceWatchProcessor } from "./inference.processor.js";
 import { systemCheckProcessor } from "./system-check.processor.js";
 
 /** One processor per job name; the type makes a missing one a compile error, assertProcessors a start error. */
-export function buildProcessors(services: { systemChecks: SystemCheckService; endpoints: EndpointService; checkpoints: CheckpointService }): Processors {
+export function buildProcessors(services: { systemChecks: SystemCheckService; endpoints: EndpointService; checkpoints: CheckpointService; inferences: InferenceService }): Processors {
   return {
     "system.check": systemCheckProcessor(services.systemChecks),
     "endpoint.deploy": endpointDeployProcessor(services.endpoints),
@@ -16,5 +18,7 @@ export function buildProcessors(services: { systemChecks: SystemCheckService; en
     "checkpoint.import": checkpointImportProcessor(services.checkpoints),
     "checkpoint.rename": checkpointRenameProcessor(services.checkpoints),
     "checkpoints.housekeeping": checkpointsHousekeepingProcessor(services.checkpoints),
+    "inference.dispatch": inferenceDispatchProcessor(services.inferences),
+    "inference.watch": inferenceWatchProcessor(services.inferences),
   };
 }

@@ -6,13 +6,14 @@ import { ApiKeyResolver } from "../../resolvers/api-key.resolver.js";
 import { CheckpointResolver } from "../../resolvers/checkpoint.resolver.js";
 import { DatasetResolver } from "../../resolvers/dataset.resolver.js";
 import { EndpointResolver } from "../../resolvers/endpoint.resolver.js";
+import { InferenceResolver } from "../../resolvers/inference.resolver.js";
 import { JobEventResolver } from "../../resolvers/job-event.resolver.js";
 import { RoleResolver } from "../../resolvers/role.resolver.js";
 import { SessionResolver } from "../../resolvers/session.resolver.js";
 import { SystemCheckResolver } from "../../resolvers/system-check.resolver.js";
 import { UserResolver } from "../../resolvers/user.resolver.js";
 
-const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver, DatasetResolver] as const;
+const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver, DatasetResolver, InferenceResolver] as const;
 
 let built: Promise<GraphQLSchema> | undefined;
 

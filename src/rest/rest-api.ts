@@ -6,6 +6,7 @@ import { API_VERSION } from "./envelope.js";
 import { checkpointRoutes } from "./routes/checkpoints.js";
 import { datasetRoutes } from "./routes/datasets.js";
 import { endpointRoutes } from "./routes/endpoints.js";
+import { inferenceRoutes } from "./routes/inferences.js";
 import { pingRoutes } from "./routes/ping.js";
 import { roleRoutes } from "./routes/roles.js";
 import { userRoutes } from "./routes/users.js";
@@ -24,6 +25,13 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-api-version", API_VERSION);
     if (request.method === "OPTIONS") return;
+    // Routes authorised by a per-job token check it themselves (the inference progress callback).
+    // SNS notifications are authorised by their signature.
+    const own = request.routeOptions.config as { jobToken?: boolean; snsSigned?: boolean } | undefined;
+    if (own?.jobToken === true || own?.snsSigned === true) {
+      request.principal = null;
+      return;
+    }
     // Authenticate before the body is read, so that anonymous callers cannot make us parse megabytes.
     request.principal = await runtime.access.authenticate(credentialsFromHeaders(request.headers));
   });
@@ -33,4 +41,5 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   await app.register(endpointRoutes, { runtime });
   await app.register(checkpointRoutes, { runtime });
   await app.register(datasetRoutes, { runtime });
+  await app.register(inferenceRoutes, { runtime });
 }

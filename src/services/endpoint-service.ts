@@ -79,6 +79,13 @@ export class EndpointService {
     private readonly log: Logger,
   ) {}
 
+  private readonly deletingHooks: Array<(endpointId: string, endpointName: string) => Promise<void>> = [];
+
+  /** Runs `hook` when an endpoint starts being deleted (the inference service fails its queued jobs). */
+  onDeleting(hook: (endpointId: string, endpointName: string) => Promise<void>): void {
+    this.deletingHooks.push(hook);
+  }
+
   // ---------------------------------------------------------------- requests
 
   async deploy(principal: Principal, input: unknown): Promise<EndpointView> {
@@ -200,6 +207,7 @@ export class EndpointService {
     });
     for (const e of targets) {
       if (e.status !== "Deleting") await this.transition(e.id, "Deleting", {}, { requestedBy: principal.username });
+      for (const hook of this.deletingHooks) await hook(e.id, e.name);
       await this.queue.enqueue("endpoint.delete", { endpointId: e.id }, endpointJobIds.delete(e.id));
     }
     return this.views({ ids: targets.map((t) => t.id) });

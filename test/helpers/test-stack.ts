@@ -42,7 +42,18 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
   let emulator: SageMakerEmulator | undefined;
   try {
     s3 = await startEmbeddedS3(dataDir, bucket);
-    emulator = await startSageMakerEmulator({ settings: { endpointCreateMs: 200, endpointUpdateMs: 100, endpointDeleteMs: 100, ...options.emulator } });
+    emulator = await startSageMakerEmulator({
+      settings: {
+        endpointCreateMs: 200,
+        endpointUpdateMs: 100,
+        endpointDeleteMs: 100,
+        invocationStartMs: 20,
+        invocationStepMs: 5,
+        // Invocations read their input from and write their output to this stack's store.
+        s3: { endpoint: s3.endpoint, credentials: s3.credentials, forcePathStyle: true, region: "us-east-1" },
+        ...options.emulator,
+      },
+    });
     const adminKey = `test_admin_${randomBytes(12).toString("hex")}`;
     const env: Record<string, string> = {
       DATA_DIR: dataDir,
@@ -56,6 +67,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
       QUEUE_PREFIX: queuePrefix,
       API_KEY: adminKey,
       JOB_LOCK_MS: "2000",
+      INFERENCE_WATCH_INITIAL_MS: "50",
       SAGEMAKER_EXECUTION_ROLE_ARN: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").executionRoleArn,
       INFERENCE_IMAGE_URI: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").inferenceImage,
       ...options.env,
@@ -67,6 +79,8 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
     if (options.worker) await runtime.startWorker();
     const http = await createHttpServer(runtime);
     const baseUrl = await http.listen(0, "127.0.0.1");
+    // Progress callbacks from the emulator come back to this server, whose port is known only now.
+    if (!env.PUBLIC_URL) runtime.inferences.setPublicUrl(baseUrl);
     const s3Stop = s3.stop;
     const emulatorStop = emulator.stop;
     return {

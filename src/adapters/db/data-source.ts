@@ -4,6 +4,7 @@ import { ApiKeyEntity } from "./entities/api-key.entity.js";
 import { CheckpointEntity, CheckpointFileEntity } from "./entities/checkpoint.entity.js";
 import { DatasetEntity, DatasetItemEntity } from "./entities/dataset.entity.js";
 import { EndpointEntity } from "./entities/endpoint.entity.js";
+import { InferenceEntity } from "./entities/inference.entity.js";
 import { EventStreamEntity, JobEventEntity } from "./entities/event.entity.js";
 import { RoleEntity } from "./entities/role.entity.js";
 import { SystemCheckEntity } from "./entities/system-check.entity.js";
@@ -13,9 +14,10 @@ import { Foundation1764230400000 } from "./migrations/1764230400000-foundation.j
 import { EndpointDeployments1795762597887 } from "./migrations/1795762597887-endpoint-deployments.js";
 import { Checkpoints1795763295929 } from "./migrations/1795763295929-checkpoints.js";
 import { Datasets1795766214750 } from "./migrations/1795766214750-datasets.js";
+import { Inferences1795767595712 } from "./migrations/1795767595712-inferences.js";
 
-export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity];
-export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750];
+export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity, InferenceEntity];
+export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750, Inferences1795767595712];
 
 /** Advisory-lock key for schema migrations and first-start bootstrap ("diffgate" as an int64). */
 const MIGRATION_LOCK_KEY = "7235843316543545716";

@@ -357,6 +357,25 @@ export class ObjectStore {
     return { size };
   }
 
+  /** Writes a small object in one PutObject. */
+  async putObject(key: string, body: string | Buffer, contentType: string): Promise<void> {
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }));
+  }
+
+  /** A small object's bytes, or undefined when it is missing; refuses objects above `maxBytes`. */
+  async getBytes(key: string, maxBytes: number): Promise<Buffer | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      if ((out.ContentLength ?? 0) > maxBytes) throw new Error(`object ${key} has ${out.ContentLength} bytes, more than ${maxBytes}`);
+      const bytes = Buffer.from((await out.Body?.transformToByteArray()) ?? []);
+      if (bytes.length > maxBytes) throw new Error(`object ${key} has more than ${maxBytes} bytes`);
+      return bytes;
+    } catch (e) {
+      if (isMissing(e)) return undefined;
+      throw e;
+    }
+  }
+
   /** The object's bytes as a stream (rejects with NoSuchKey when it is missing). */
   async getObjectStream(key: string): Promise<Readable> {
     const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));

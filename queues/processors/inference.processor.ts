@@ -1,0 +1,14 @@
+import type { InferenceService } from "../../src/services/inference-service.js";
+import type { Processor } from "../processor-registry.js";
+import { recheckLater } from "../recheck-later.js";
+
+export function inferenceDispatchProcessor(service: InferenceService): Processor<"inference.dispatch"> {
+  return (payload) => service.dispatch(payload.inferenceId);
+}
+
+export function inferenceWatchProcessor(service: InferenceService): Processor<"inference.watch"> {
+  return async (payload, job, token) => {
+    const { recheckInMs } = await service.watch(payload.inferenceId);
+    if (recheckInMs !== undefined) await recheckLater(job, token, recheckInMs);
+  };
+}
