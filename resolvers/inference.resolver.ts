@@ -61,6 +61,30 @@ export class InferenceType {
   view!: InferenceView;
 }
 
+@ObjectType("MyInferenceEvent", { description: "An event of one of the caller's inference jobs, with its place in the caller's own stream" })
+class MyInferenceEventType {
+  @Field(() => Int, { description: "Position in the caller's inference event stream, from 1, without gaps; pass the last one seen as `after` to resume" })
+  cursor!: number;
+
+  @Field(() => ID)
+  inferenceId!: string;
+
+  @Field(() => Int, { description: "Position in the job's own stream (inferenceEvents)" })
+  seq!: number;
+
+  @Field(() => String)
+  type!: string;
+
+  @Field(() => GraphQLJSONObject)
+  data!: Record<string, unknown>;
+
+  @Field(() => Boolean, { description: "True on the job's final event (the subscription goes on)" })
+  terminal!: boolean;
+
+  @Field(() => Date)
+  createdAt!: Date;
+}
+
 @ObjectType("InferenceEdge")
 class InferenceEdgeType {
   @Field(() => String)
@@ -210,12 +234,33 @@ export class InferenceResolver {
   })
   async inferenceEvents(@Ctx() ctx: GraphQLContext, @Root() event: StoredEvent, @Arg("id", () => ID) _id: string, @Arg("after", () => Int, { nullable: true, defaultValue: 0 }) _after: number): Promise<JobEventType> {
     const out = toJobEventType(event);
-    // Keys are stored; URLs are presigned when read, so a replay gets fresh ones.
-    const data = { ...event.data };
-    if (typeof data.previewKey === "string") data.previewUrl = await ctx.runtime.inferences.presignKey(data.previewKey);
-    if (Array.isArray(data.imageKeys)) data.imageUrls = await Promise.all((data.imageKeys as string[]).map((k) => ctx.runtime.inferences.presignKey(k)));
-    if (typeof data.paramFileKey === "string") data.paramsFileUrl = await ctx.runtime.inferences.presignKey(data.paramFileKey);
-    out.data = data;
+    out.data = await withUrls(ctx, event.data);
     return out;
   }
+
+  @Subscription(() => MyInferenceEventType, {
+    description: "Every event of the caller's own inference jobs after `after` (a cursor of this subscription, 0 = from the start), then live ones, in order, without gaps or duplicates",
+    subscribe: async ({ args, context }: { args: { after?: number | null }; context: GraphQLContext }) => context.runtime.inferences.followMine(await context.principal(), args.after ?? 0),
+  })
+  async myInferenceEvents(@Ctx() ctx: GraphQLContext, @Root() event: StoredEvent, @Arg("after", () => Int, { nullable: true, defaultValue: 0 }) _after: number): Promise<MyInferenceEventType> {
+    const { inferenceId, inferenceSeq, inferenceTerminal, ...rest } = event.data;
+    return Object.assign(new MyInferenceEventType(), {
+      cursor: event.seq,
+      inferenceId: String(inferenceId),
+      seq: Number(inferenceSeq),
+      type: event.type,
+      data: await withUrls(ctx, rest),
+      terminal: inferenceTerminal === true,
+      createdAt: event.createdAt,
+    });
+  }
+}
+
+/** Keys are stored; URLs are presigned when read, so a replay gets fresh ones. */
+async function withUrls(ctx: GraphQLContext, stored: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const data = { ...stored };
+  if (typeof data.previewKey === "string") data.previewUrl = await ctx.runtime.inferences.presignKey(data.previewKey);
+  if (Array.isArray(data.imageKeys)) data.imageUrls = await Promise.all((data.imageKeys as string[]).map((k) => ctx.runtime.inferences.presignKey(k)));
+  if (typeof data.paramFileKey === "string") data.paramsFileUrl = await ctx.runtime.inferences.presignKey(data.paramFileKey);
+  return data;
 }

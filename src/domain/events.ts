@@ -24,5 +24,7 @@ export const STREAM_KINDS = {
   checkpoint: "checkpoint",
   model: "train",
   dataset: "train",
+  /** A user's own inference events, copied from the jobs' streams (myInferenceEvents). */
+  user_inferences: "inference",
 } as const;
 export type StreamKind = keyof typeof STREAM_KINDS;

@@ -99,6 +99,13 @@ export async function startSageMakerEmulator(
       const headers = headerMap(req);
       if (runtimeMatch[2] === "async-invocations") {
         const input = asyncInvocationInput(headers);
+        // A configured delay holds the request before SageMaker takes it; a caller that goes away
+        // meanwhile (a killed worker) leaves no invocation behind, as a request that never arrived.
+        const delay = state.settings.operationDelaysMs?.InvokeEndpointAsync;
+        if (delay) {
+          await new Promise((r) => setTimeout(r, delay));
+          if (req.socket.destroyed || res.destroyed) return;
+        }
         requests.push({ service: "SageMakerRuntime", operation: "InvokeEndpointAsync", body: { EndpointName: name, ...input, ...(raw.length > 0 ? { Body: raw.toString("utf8") } : {}) }, headers, at: Date.now() });
         try {
           const accepted = invocations.accept(name, input, raw);

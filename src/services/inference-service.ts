@@ -12,13 +12,13 @@ import { SageMakerRequestError } from "../adapters/sagemaker/endpoint-provisione
 import type { ObjectStore } from "../adapters/storage/object-store.js";
 import { CHECKPOINT_TYPES } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
-import type { StoredEvent } from "../domain/events.js";
+import type { NewEvent, StoredEvent } from "../domain/events.js";
 import { INFERENCE_STATUSES, canTransition, inferenceKeys, isFinal, type InferenceStatus } from "../domain/inferences.js";
 import { visibleToCaller } from "../domain/ownership.js";
 import type { Principal } from "../domain/principal.js";
 import { parseInput } from "../domain/validation.js";
 import { INFERENCE_TASK_TYPES, checkWebUiParameters, parseWebUiJson, type InferenceTaskType } from "../domain/webui-parameters.js";
-import type { EventLog } from "./event-log.js";
+import type { EventLog, EventRecorder } from "./event-log.js";
 
 export interface InferenceSettings {
   bucket: string;
@@ -124,6 +124,31 @@ function decodeCursor(raw: string): Cursor {
   }
 }
 
+/** The id of a user's inference event stream: a name-based (v5) UUID of the user id. */
+export function userInferenceStreamId(userId: string): string {
+  const ns = Buffer.from("5f0c6a52-1d7e-4b7a-9a51-6a3f2c1e8d40".replace(/-/g, ""), "hex");
+  const hash = createHash("sha1").update(Buffer.concat([ns, Buffer.from(`user_inferences:${userId}`, "utf8")])).digest();
+  const b = hash.subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x50;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * Appends an inference event to the job's stream and a copy to its creator's stream (same
+ * transaction), so that myInferenceEvents replays and follows with the same log and cursor rules.
+ */
+async function appendInferenceEvent(events: EventRecorder, jobId: string, creatorId: string | null, event: NewEvent): Promise<StoredEvent> {
+  const stored = await events.append(jobId, event);
+  if (creatorId) {
+    const userStream = userInferenceStreamId(creatorId);
+    await events.openStream(userStream, "user_inferences", creatorId);
+    await events.append(userStream, { type: event.type, data: { ...stored.data, inferenceId: jobId, inferenceSeq: stored.seq, inferenceTerminal: stored.terminal } });
+  }
+  return stored;
+}
+
 const sha256 = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
 /** JSON with sorted keys, so that equal requests hash equally. */
@@ -226,7 +251,7 @@ export class InferenceService {
           requestHash: key ? hash : null,
         });
         await events.openStream(id, "inference", principal.userId);
-        await events.append(id, { type: "created", data: { status: "CREATED", taskType: task, endpointName: endpoint.name } });
+        await appendInferenceEvent(events, id, principal.userId, { type: "created", data: { status: "CREATED", taskType: task, endpointName: endpoint.name } });
       });
     } catch (e) {
       if (key && (e as { code?: string }).code === "23505") {
@@ -274,7 +299,7 @@ export class InferenceService {
       const endpoint = await tx.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
       const capacity = (endpoint?.currentInstanceCount ?? 0) * this.settings.maxConcurrentInvocationsPerInstance;
       await tx.update(InferenceEntity, { id }, { status: "QUEUED", queuedAt: new Date() });
-      await events.append(id, {
+      await appendInferenceEvent(events, id, job.creatorId, {
         type: "queued",
         data: { status: "QUEUED", position: ahead + 1, ahead, capacity, waitingForCapacity: ahead >= capacity, ...(capacity === 0 ? { reason: `endpoint ${job.endpointName} has no instances running; the job waits until it scales up` } : {}) },
       });
@@ -373,7 +398,7 @@ export class InferenceService {
   /** Writes the payload (once) and invokes the endpoint (once recorded); then hands over to the watch job. */
   async dispatch(id: string): Promise<void> {
     let job = await this.load(id);
-    if (!job || (job.status !== "QUEUED" && job.status !== "DISPATCHED")) return;
+    if (!job || (job.status !== "QUEUED" && job.status !== "DISPATCHED" && job.status !== "RUNNING")) return;
     const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
     if (!job.invoked && (!endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted" || endpoint.status === "Failed")) {
       const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
@@ -503,7 +528,7 @@ export class InferenceService {
 
   /**
    * A progress callback from the container (docs/progress-callback.md): checked against the job's
-   * token, taken as a hint (never moves the state), step only forwards, preview stored small.
+   * token, step only forwards; the first one moves a DISPATCHED job to RUNNING (later ones are hints), preview stored small.
    */
   async progress(id: string, token: string | undefined, body: unknown): Promise<void> {
     const parsedId = z.uuid().safeParse(id);
@@ -528,8 +553,11 @@ export class InferenceService {
     await this.events.transaction(async (tx, events) => {
       const current = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id: job.id }).getOne();
       if (!current || isFinal(current.status) || step <= current.lastStep) return;
-      await tx.update(InferenceEntity, { id: job.id }, { lastStep: step, totalSteps: v.total_steps, ...(previewKey ? { previewKey } : {}) });
-      await events.append(job.id, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds ?? null, ...(previewKey ? { previewKey } : {}) } });
+      // The first accepted callback of a dispatched job shows it running (DESIGN: RUNNING = progress seen).
+      const starts = current.status === "DISPATCHED";
+      await tx.update(InferenceEntity, { id: job.id }, { lastStep: step, totalSteps: v.total_steps, ...(previewKey ? { previewKey } : {}), ...(starts ? { status: "RUNNING" as const } : {}) });
+      if (starts) await appendInferenceEvent(events, job.id, current.creatorId, { type: "running", data: { status: "RUNNING", previous: "DISPATCHED", step, totalSteps: v.total_steps } });
+      await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds ?? null, ...(previewKey ? { previewKey } : {}) } });
     });
   }
 
@@ -637,13 +665,27 @@ export class InferenceService {
     return this.events.follow(job.id, v);
   }
 
+  /**
+   * Every event of the caller's own inference jobs after `after` (a position in the caller's stream,
+   * 0 = from the start), then live ones, in order, without gaps or duplicates.
+   */
+  async followMine(principal: Principal, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
+    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
+    const streamId = userInferenceStreamId(principal.userId);
+    // Opened here too, so that a subscriber with no jobs yet gets the live ones.
+    await this.events.transaction((_tx, events) => events.openStream(streamId, "user_inferences", principal.userId));
+    const stream = await this.events.stream(streamId);
+    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond your last inference event (${stream.lastSeq})`, "after");
+    return this.events.follow(streamId, v);
+  }
+
   /** Changes status under the row lock if allowed; records the event (terminal for final states). */
   private async transition(id: string, to: InferenceStatus, patch: Partial<Omit<InferenceEntity, "models">>, data: Record<string, unknown>, type: string): Promise<boolean> {
     return this.events.transaction(async (tx, events) => {
       const job = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id }).getOne();
       if (!job || job.status === to || !canTransition(job.status, to)) return false;
       await tx.update(InferenceEntity, { id }, { ...patch, status: to });
-      await events.append(id, { type, data: { status: to, previous: job.status, ...data }, terminal: isFinal(to) });
+      await appendInferenceEvent(events, id, job.creatorId, { type, data: { status: to, previous: job.status, ...data }, terminal: isFinal(to) });
       return true;
     });
   }

@@ -100,6 +100,13 @@ describe("inference through REST", () => {
     expect(types[0]).toBe("created");
     expect(types.slice(1, 3)).toEqual(["queued", "dispatched"]);
     expect(types.filter((t) => t === "progress").length).toBeGreaterThan(1);
+    // The first accepted callback moved it DISPATCHED → RUNNING, once; the result was collected from RUNNING.
+    expect(types.filter((t) => t === "running")).toHaveLength(1);
+    const running = events.find((e) => e.type === "running")!;
+    expect(running.data).toMatchObject({ status: "RUNNING", previous: "DISPATCHED" });
+    expect(types.indexOf("running")).toBeGreaterThan(types.indexOf("dispatched"));
+    expect(types[types.indexOf("running") + 1]).toBe("progress");
+    expect(events.at(-1)!.data).toMatchObject({ status: "SUCCEEDED", previous: "RUNNING" });
     expect(types.at(-1)).toBe("succeeded");
     expect(events.at(-1)!.terminal).toBe(true);
     expect(events.find((e) => e.type === "queued")!.data).toMatchObject({ position: 1 });
@@ -186,13 +193,31 @@ describe("inference through REST", () => {
 
     const slow = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "slow", steps: 150, width: 64, height: 64 } });
     const slowId = slow.body.data.inference_id;
-    await until(() => rest(base, "GET", `/inferences/${slowId}`, { key: admin }), (r) => r.body.data.state === "DISPATCHED", "dispatch");
+    await until(() => rest(base, "GET", `/inferences/${slowId}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
     const cancelled = await rest(base, "PUT", `/inferences/${slowId}/cancel`, { key: admin });
     expect(cancelled.body.data.cancelled).toBe(true);
     expect(cancelled.body.message).toMatch(/compute may still be spent/);
     const events = await stack.runtime.events.readAfter(slowId, 0);
     expect(events.at(-1)).toMatchObject({ type: "cancelled", terminal: true });
     expect((await rest(base, "PUT", `/inferences/00000000-0000-4000-8000-000000000000/cancel`, { key: admin })).status).toBe(404);
+  });
+
+  it("shows a job RUNNING from its first progress callback (REST: inprogress), and cancels it from there", async () => {
+    const res = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "running", steps: 150, width: 64, height: 64 } });
+    const id = res.body.data.inference_id;
+    const seen = await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.state === "RUNNING", "running");
+    expect(seen.body.data.status).toBe("inprogress");
+    const listed = await rest(base, "GET", "/inferences?status=inprogress", { key: admin });
+    expect(listed.body.data.inferences.map((i: any) => i.InferenceJobId)).toContain(id);
+    // Later progress keeps it RUNNING, with a single running event.
+    await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.progress?.step >= 3, "more progress");
+    const mid = await stack.runtime.events.readAfter(id, 0);
+    expect(mid.filter((e) => e.type === "running")).toHaveLength(1);
+    expect((await rest(base, "GET", `/inferences/${id}`, { key: admin })).body.data.state).toBe("RUNNING");
+    const cancelled = await rest(base, "PUT", `/inferences/${id}/cancel`, { key: admin });
+    expect(cancelled.body.data).toMatchObject({ cancelled: true, inference: { status: "cancelled" } });
+    const events = await stack.runtime.events.readAfter(id, 0);
+    expect(events.at(-1)).toMatchObject({ type: "cancelled", terminal: true, data: { previous: "RUNNING" } });
   });
 
   it("fails with the container's error text when the endpoint writes a failure document", async () => {
@@ -206,12 +231,27 @@ describe("inference through REST", () => {
   it("fails a dispatched job whose output never comes, after its timeout, with a clear reason", async () => {
     const res = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "late", steps: 150, width: 64, height: 64 } });
     const id = res.body.data.inference_id;
-    await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.state === "DISPATCHED", "dispatch");
+    await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
     // As if it had been dispatched long ago (INFERENCE_OUTPUT_TIMEOUT_MS is two hours).
     await stack.runtime.db.query(`UPDATE inferences SET dispatched_at = now() - interval '3 hours' WHERE id = $1`, [id]);
     const done = await finished(id);
     expect(done.body.data.status).toBe("failed");
     expect(done.body.data.error).toMatch(/^no output from endpoint esd-async-infer after 7200 s/);
+  });
+
+  it("refuses a 100 MB body with 413 and a clear message, storing nothing", async () => {
+    const before = await stack.runtime.db.query(`SELECT count(*)::int AS n FROM inferences`);
+    const eventsBefore = await stack.runtime.db.query(`SELECT count(*)::int AS n FROM job_events`);
+    // The test stack keeps the default BODY_LIMIT_BYTES (32 MiB).
+    const body = JSON.stringify({ sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "x".repeat(100 * 1024 * 1024) });
+    const res = await fetch(`${base}/inferences`, { method: "POST", headers: { "content-type": "application/json", "x-api-key": admin }, body });
+    expect(res.status).toBe(413);
+    const out = (await res.json()) as { message: string };
+    expect(out.message).toBe(`the request body is larger than the limit of ${32 * 1024 * 1024} bytes`);
+    expect(await stack.runtime.db.query(`SELECT count(*)::int AS n FROM inferences`)).toEqual(before);
+    expect(await stack.runtime.db.query(`SELECT count(*)::int AS n FROM job_events`)).toEqual(eventsBefore);
+    // The server is fine afterwards.
+    expect((await rest(base, "GET", "/inferences", { key: admin })).status).toBe(200);
   });
 
   it("takes progress callbacks only with the job's token", async () => {
@@ -292,6 +332,92 @@ describe("inference through GraphQL", () => {
     expect(again.body.errors?.[0]?.extensions?.code).toBe("CONFLICT");
     const cancel = await gql(base, `mutation($id: ID!) { cancelInference(id: $id) { cancelled message } }`, { id: inference.id }, { key: admin });
     expect(cancel.body.data.cancelInference.cancelled).toBe(false);
+  });
+});
+
+interface MyEv extends Ev {
+  cursor: number;
+  inferenceId: string;
+}
+
+/** Follows myInferenceEvents until `done` says so; then disposes the client. */
+function followMine(key: string, after: number, done: (seen: MyEv[]) => boolean): Promise<MyEv[]> {
+  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": key }, retryAttempts: 0 });
+  return new Promise((resolve, reject) => {
+    const seen: MyEv[] = [];
+    const timer = setTimeout(() => reject(new Error(`myInferenceEvents timed out: ${JSON.stringify(seen.map((e) => [e.cursor, e.type]))}`)), 20_000);
+    client.subscribe<{ myInferenceEvents: MyEv }>(
+      { query: `subscription($after: Int) { myInferenceEvents(after: $after) { cursor inferenceId seq type data terminal } }`, variables: { after } },
+      {
+        next: (m) => {
+          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
+          seen.push(m.data!.myInferenceEvents);
+          if (done(seen)) {
+            clearTimeout(timer);
+            void client.dispose();
+            resolve(seen);
+          }
+        },
+        error: reject,
+        complete: () => reject(new Error("myInferenceEvents completed")),
+      },
+    );
+  });
+}
+
+describe("myInferenceEvents", () => {
+  it("streams every event of the caller's own jobs in order, interleaved, without gaps, and resumes from a cursor", async () => {
+    await rest(base, "POST", "/users", { key: admin, body: { username: "carol", password: "correct horse battery", roles: ["Painter"] } });
+    const carol = (await gql(base, `mutation { createApiKey(input: { name: "carol", username: "carol" }) { apiKey } }`, {}, { key: admin })).body.data.createApiKey.apiKey;
+    const terminalsOf = (seen: MyEv[]) => seen.filter((e) => e.terminal).length;
+    const live = followMine(carol, 0, (seen) => terminalsOf(seen) === 2);
+    await new Promise((r) => setTimeout(r, 300)); // subscribed before the jobs exist: what follows is live
+    const job = (prompt: string, key: string) => rest(base, "POST", "/inferences", { key, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt, steps: 10, width: 64, height: 64 } });
+    const [a, b, other] = await Promise.all([job("first", carol), job("second", carol), job("bob's", bobKey)]);
+    const ids = [a.body.data.inference_id, b.body.data.inference_id];
+    const seen = await live;
+    // One stream: cursors 1..n; each job's events are its own stream's, in order, complete.
+    expect(seen.map((e) => e.cursor)).toEqual(seen.map((_, i) => i + 1));
+    expect(new Set(seen.map((e) => e.inferenceId))).toEqual(new Set(ids));
+    expect(seen.some((e) => e.inferenceId === other.body.data.inference_id)).toBe(false);
+    for (const id of ids) {
+      const mine = seen.filter((e) => e.inferenceId === id);
+      const stored = await stack.runtime.events.readAfter(id, 0);
+      expect(mine.map((e) => [e.seq, e.type, e.terminal])).toEqual(stored.map((e) => [e.seq, e.type, e.terminal]));
+      expect(mine.map((e) => e.type)).toEqual(expect.arrayContaining(["created", "queued", "dispatched", "running", "succeeded"]));
+    }
+    // Interleaved: the second job began before the first ended.
+    const firstEnd = seen.findIndex((e) => e.terminal);
+    const otherStart = seen.findIndex((e) => e.inferenceId !== seen[firstEnd]!.inferenceId);
+    expect(otherStart).toBeLessThan(firstEnd);
+    expect(seen.find((e) => e.type === "succeeded")!.data.imageUrls).toHaveLength(1);
+
+    // Resume from a cursor in the middle: the rest of the replay, then a new job live, no gaps or duplicates.
+    const cut = Math.floor(seen.length / 2);
+    const resumed = followMine(carol, cut, (s) => terminalsOf(s) >= 2 && s.some((e) => e.terminal && !ids.includes(e.inferenceId)));
+    const c = await job("third", carol);
+    const after = await resumed;
+    expect(after.map((e) => e.cursor)).toEqual(after.map((_, i) => cut + 1 + i));
+    expect(after.slice(0, seen.length - cut).map((e) => [e.inferenceId, e.seq])).toEqual(seen.slice(cut).map((e) => [e.inferenceId, e.seq]));
+    const third = after.filter((e) => e.inferenceId === c.body.data.inference_id);
+    expect(third.map((e) => e.seq)).toEqual(third.map((_, i) => i + 1));
+    expect(third.at(-1)).toMatchObject({ type: "succeeded", terminal: true });
+
+    const beyond = await new Promise<string>((resolve) => {
+      const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": carol }, retryAttempts: 0 });
+      client.subscribe({ query: `subscription { myInferenceEvents(after: 100000) { cursor } }` }, {
+        next: (m) => {
+          void client.dispose();
+          resolve(JSON.stringify(m.errors ?? m));
+        },
+        error: (e) => {
+          void client.dispose();
+          resolve(JSON.stringify(e));
+        },
+        complete: () => resolve("complete"),
+      });
+    });
+    expect(beyond).toMatch(/beyond your last inference event/);
   });
 });
 
