@@ -300,3 +300,19 @@ export async function startDiffgate(run: BenchRun, options: StartOptions = {}): 
     dataDir,
   };
 }
+
+/** GraphQL over HTTP with an API key, bounded by `signal`; throws on a non-2xx answer or GraphQL errors. */
+export async function graphql(baseUrl: string, apiKey: string, query: string, variables: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
+  const response = await fetch(`${baseUrl}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-api-key": apiKey },
+    body: JSON.stringify({ query, variables }),
+    signal,
+  });
+  const text = await response.text();
+  const parsed = parseJson(text);
+  if (!response.ok || !isRecord(parsed) || parsed.errors !== undefined || !isRecord(parsed.data)) {
+    throw new Error(`POST /graphql ${query.split("{")[0]!.trim() || "query"} answered ${response.status}: ${text.slice(0, 300)}`);
+  }
+  return parsed.data;
+}

@@ -35,14 +35,15 @@
  */
 import { fork, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { accessSync, constants, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, stat, statfs, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { BenchRun, UsageError, environment, isRecord, packageRoot, parseJson, ratio, runBench, startDiffgate } from "./bench-stack.js";
+import { findOnPath } from "../src/local/embedded-redis.js";
+import { BenchRun, UsageError, environment, graphql, isRecord, packageRoot, ratio, runBench, startDiffgate } from "./bench-stack.js";
 
 const MiB = 1024 * 1024;
 const MB = 1e6;
@@ -225,18 +226,6 @@ interface Baseline {
   mbPerSecond: number;
 }
 
-function findOnPath(binary: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
-    const candidate = path.join(dir, binary);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** curl -s -o /dev/null; rejects unless it exits 0 with HTTP 200 and all the bytes. */
 function curlDownload(curl: string, url: string, bytes: number, signal: AbortSignal): Promise<Baseline> {
@@ -396,20 +385,6 @@ function summarizeS3(calls: S3Call[]): S3Summary {
 
 // ------------------------------------------------------------------ Diffgate's API
 
-async function graphql(baseUrl: string, apiKey: string, query: string, variables: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
-  const response = await fetch(`${baseUrl}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "x-api-key": apiKey },
-    body: JSON.stringify({ query, variables }),
-    signal,
-  });
-  const text = await response.text();
-  const parsed = parseJson(text);
-  if (!response.ok || !isRecord(parsed) || parsed.errors !== undefined || !isRecord(parsed.data)) {
-    throw new Error(`POST /graphql ${query.split("{")[0]!.trim() || "query"} answered ${response.status}: ${text.slice(0, 300)}`);
-  }
-  return parsed.data;
-}
 
 const IMPORT = `mutation($input: ImportCheckpointInput!) { importCheckpoint(input: $input) { id status } }`;
 const CHECKPOINT = `query($id: ID!) { checkpoint(id: $id) { status failureReason files { name key sizeBytes } } }`;
@@ -664,7 +639,7 @@ async function main(run: BenchRun): Promise<number> {
   const settings = readSettings(process.env);
   const interrupt = new AbortController();
   run.onInterrupt(() => interrupt.abort());
-  const curl = findOnPath("curl");
+  const curl = findOnPath("curl", process.env.PATH);
   if (!curl) process.stderr.write("bench: no curl on PATH; the baseline is a fetch in this process that drops the body\n");
 
   // Started (and so stopped) before Diffgate: Diffgate's settings need its port.

@@ -28,7 +28,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { createClient, type Client } from "graphql-ws";
 import WebSocket from "ws";
-import { BenchRun, UsageError, environment, isRecord, packageRoot, parseJson, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
+import { BenchRun, UsageError, environment, graphql, isRecord, packageRoot, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
 
 /** How long a deploy (or a system check) may take, from sending its mutation, before it counts as failed. */
 const TIMEOUT_MS = 30_000;
@@ -97,21 +97,6 @@ const defined = (values: Array<number | undefined>) => values.filter((v): v is n
 
 // ------------------------------------------------------------------ GraphQL over HTTP and graphql-ws
 
-/** Bounded by `signal`; throws on a non-2xx answer or GraphQL errors. */
-async function graphql(baseUrl: string, apiKey: string, query: string, variables: Record<string, unknown>, signal: AbortSignal): Promise<Record<string, unknown>> {
-  const response = await fetch(`${baseUrl}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "x-api-key": apiKey },
-    body: JSON.stringify({ query, variables }),
-    signal,
-  });
-  const text = await response.text();
-  const parsed = parseJson(text);
-  if (!response.ok || !isRecord(parsed) || parsed.errors !== undefined || !isRecord(parsed.data)) {
-    throw new Error(`POST /graphql ${query.split("{")[0]!.trim() || "query"} answered ${response.status}: ${text.slice(0, 300)}`);
-  }
-  return parsed.data;
-}
 
 function describeError(e: unknown): string {
   if (e instanceof Error) return e.message;

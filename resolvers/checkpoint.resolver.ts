@@ -1,8 +1,9 @@
 import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType, Query, Resolver, Root, Subscription } from "type-graphql";
 import { withoutNulls } from "../src/graphql/absent-inputs.js";
+import { encodeKeysetCursor } from "../src/domain/keyset-cursor.js";
 import type { GraphQLContext } from "../src/graphql/context.js";
 import type { StoredEvent } from "../src/domain/events.js";
-import { encodeCursor, type CheckpointView, type UploadTicket } from "../src/services/checkpoint-service.js";
+import type { CheckpointView, UploadTicket } from "../src/services/checkpoint-service.js";
 import { JobEventType, toJobEventType } from "./job-event.resolver.js";
 
 @ObjectType("CheckpointFile")
@@ -176,7 +177,7 @@ export class CheckpointResolver {
     const page = await ctx.runtime.checkpoints.list(await ctx.principal(), withoutNulls({ ...(filter ? withoutNulls({ ...filter }) : {}), first, after }));
     const { items } = page;
     return Object.assign(new CheckpointConnectionType(), {
-      edges: items.map((c) => Object.assign(new CheckpointEdgeType(), { cursor: encodeCursor(c), node: toType(c) })),
+      edges: items.map((c) => Object.assign(new CheckpointEdgeType(), { cursor: encodeKeysetCursor(c), node: toType(c) })),
       pageInfo: Object.assign(new PageInfoType(), { hasNextPage: page.hasNextPage, endCursor: page.endCursor }),
     });
   }

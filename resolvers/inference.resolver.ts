@@ -1,9 +1,10 @@
 import { GraphQLJSONObject } from "graphql-scalars";
 import { Arg, Ctx, Field, FieldResolver, ID, InputType, Int, Mutation, ObjectType, Query, Resolver, Root, Subscription } from "type-graphql";
 import { withoutNulls } from "../src/graphql/absent-inputs.js";
+import { encodeKeysetCursor } from "../src/domain/keyset-cursor.js";
 import type { GraphQLContext } from "../src/graphql/context.js";
 import type { StoredEvent } from "../src/domain/events.js";
-import { encodeInferenceCursor, type InferenceView } from "../src/services/inference-service.js";
+import type { InferenceView } from "../src/services/inference-service.js";
 import { PageInfoType } from "./checkpoint.resolver.js";
 import { JobEventType, toJobEventType } from "./job-event.resolver.js";
 
@@ -196,7 +197,7 @@ export class InferenceResolver {
   ): Promise<InferenceConnectionType> {
     const page = await ctx.runtime.inferences.list(await ctx.principal(), withoutNulls({ ...(filter ? withoutNulls({ ...filter }) : {}), first, after }));
     return Object.assign(new InferenceConnectionType(), {
-      edges: page.items.map((i) => Object.assign(new InferenceEdgeType(), { cursor: encodeInferenceCursor(i), node: toType(i) })),
+      edges: page.items.map((i) => Object.assign(new InferenceEdgeType(), { cursor: encodeKeysetCursor(i), node: toType(i) })),
       pageInfo: Object.assign(new PageInfoType(), { hasNextPage: page.hasNextPage, endCursor: page.endCursor }),
     });
   }

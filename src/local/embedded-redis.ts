@@ -34,7 +34,8 @@ export function redisAnswers(host: string, port: number, timeoutMs = 500): Promi
   });
 }
 
-function findOnPath(binary: string, envPath: string | undefined): string | undefined {
+/** The first executable `binary` in the directories of `envPath` (a PATH value). */
+export function findOnPath(binary: string, envPath: string | undefined): string | undefined {
   for (const dir of (envPath ?? "").split(path.delimiter).filter(Boolean)) {
     const candidate = path.join(dir, binary);
     try {

@@ -20,6 +20,7 @@ import {
   type CheckpointType,
 } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
+import { decodeKeysetCursor, encodeKeysetCursor, type KeysetCursor } from "../domain/keyset-cursor.js";
 import { assertMayChange, visibleToCaller } from "../domain/ownership.js";
 import type { StoredEvent } from "../domain/events.js";
 import type { Principal } from "../domain/principal.js";
@@ -121,26 +122,6 @@ const listSchema = z
     after: z.string().max(200).optional(),
   })
   .strict();
-
-interface Cursor {
-  createdAt: string;
-  id: string;
-}
-
-/** The keyset cursor of a checkpoint in the newest-first order. */
-export function encodeCursor(c: CheckpointView): string {
-  return Buffer.from(JSON.stringify({ createdAt: c.createdAt.toISOString(), id: c.id })).toString("base64url");
-}
-
-function decodeCursor(raw: string): Cursor {
-  try {
-    const parsed = JSON.parse(Buffer.from(raw, "base64url").toString("utf8")) as Cursor;
-    if (typeof parsed.createdAt !== "string" || Number.isNaN(Date.parse(parsed.createdAt)) || !z.uuid().safeParse(parsed.id).success) throw new Error("shape");
-    return parsed;
-  } catch {
-    throw DomainError.badInput("after: not a cursor returned by this API", "after");
-  }
-}
 
 function urlFileName(raw: string): string {
   let url: URL;
@@ -455,10 +436,10 @@ export class CheckpointService {
   /** Keyset pagination, newest first: no OFFSET and no count. */
   async list(principal: Principal, input: unknown): Promise<{ items: CheckpointView[]; endCursor: string | null; hasNextPage: boolean }> {
     const v = parseInput(listSchema, input);
-    const after = v.after ? decodeCursor(v.after) : undefined;
+    const after = v.after ? decodeKeysetCursor(v.after) : undefined;
     const rows = await this.query(principal, { ...(v.statuses ? { statuses: v.statuses } : {}), ...(v.types ? { types: v.types } : {}), ...(after ? { after } : {}), limit: v.first + 1 });
     const items = rows.slice(0, v.first);
-    return { items, hasNextPage: rows.length > v.first, endCursor: items.length ? encodeCursor(items.at(-1)!) : null };
+    return { items, hasNextPage: rows.length > v.first, endCursor: items.length ? encodeKeysetCursor(items.at(-1)!) : null };
   }
 
   /** Upstream's page/per_page listing (with a total), for REST clients. */
@@ -494,7 +475,7 @@ export class CheckpointService {
     return qb.getCount();
   }
 
-  private async query(principal: Principal, filter: { ids?: string[]; statuses?: CheckpointStatus[]; types?: CheckpointType[]; after?: Cursor; limit: number; offset?: number }): Promise<CheckpointView[]> {
+  private async query(principal: Principal, filter: { ids?: string[]; statuses?: CheckpointStatus[]; types?: CheckpointType[]; after?: KeysetCursor; limit: number; offset?: number }): Promise<CheckpointView[]> {
     const vis = visibleToCaller(principal, "checkpoint", "c");
     const qb = this.db
       .getRepository(CheckpointEntity)

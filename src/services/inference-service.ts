@@ -12,6 +12,7 @@ import { SageMakerRequestError } from "../adapters/sagemaker/endpoint-provisione
 import type { ObjectStore } from "../adapters/storage/object-store.js";
 import { CHECKPOINT_TYPES } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
+import { decodeKeysetCursor, encodeKeysetCursor, type KeysetCursor } from "../domain/keyset-cursor.js";
 import type { NewEvent, StoredEvent } from "../domain/events.js";
 import { INFERENCE_STATUSES, canTransition, inferenceKeys, isFinal, type InferenceStatus } from "../domain/inferences.js";
 import { visibleToCaller } from "../domain/ownership.js";
@@ -104,25 +105,6 @@ const progressSchema = z
     preview: z.string().max(200_000).optional(),
   })
   .loose();
-
-interface Cursor {
-  createdAt: string;
-  id: string;
-}
-
-export function encodeInferenceCursor(v: InferenceView): string {
-  return Buffer.from(JSON.stringify({ createdAt: v.createdAt.toISOString(), id: v.id })).toString("base64url");
-}
-
-function decodeCursor(raw: string): Cursor {
-  try {
-    const parsed = JSON.parse(Buffer.from(raw, "base64url").toString("utf8")) as Cursor;
-    if (typeof parsed.createdAt !== "string" || Number.isNaN(Date.parse(parsed.createdAt)) || !z.uuid().safeParse(parsed.id).success) throw new Error("shape");
-    return parsed;
-  } catch {
-    throw DomainError.badInput("after: not a cursor returned by this API", "after");
-  }
-}
 
 /** The id of a user's inference event stream: a name-based (v5) UUID of the user id. */
 export function userInferenceStreamId(userId: string): string {
@@ -602,15 +584,15 @@ export class InferenceService {
       throw DomainError.forbidden(`listing the inferences of "${v.username}" needs inference:all`);
     }
     const { after: rawAfter, first: _first, ...filter } = v;
-    const after = rawAfter ? decodeCursor(rawAfter) : undefined;
+    const after = rawAfter ? decodeKeysetCursor(rawAfter) : undefined;
     const rows = await this.query(principal, { ...filter, ...(after ? { after } : {}), limit: v.first + 1 });
     const items = rows.slice(0, v.first);
-    return { items, hasNextPage: rows.length > v.first, endCursor: items.length ? encodeInferenceCursor(items.at(-1)!) : null };
+    return { items, hasNextPage: rows.length > v.first, endCursor: items.length ? encodeKeysetCursor(items.at(-1)!) : null };
   }
 
   private async query(
     principal: Principal,
-    f: { ids?: string[]; statuses?: InferenceStatus[]; taskTypes?: string[]; endpointName?: string; createdAfter?: Date; createdBefore?: Date; username?: string; after?: Cursor; limit: number },
+    f: { ids?: string[]; statuses?: InferenceStatus[]; taskTypes?: string[]; endpointName?: string; createdAfter?: Date; createdBefore?: Date; username?: string; after?: KeysetCursor; limit: number },
   ): Promise<InferenceView[]> {
     const qb = this.db
       .getRepository(InferenceEntity)

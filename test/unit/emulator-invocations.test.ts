@@ -13,6 +13,7 @@ import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js"
 import { parseWebUiJson } from "../../src/domain/webui-parameters.js";
 import { imageInfo, type InvocationRecord } from "../../src/local/emulator-invocations.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
+import { refusal } from "../helpers/aws-refusal.js";
 
 const PAYLOADS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/webui-payloads");
 const BUCKET = "diffgate-test";
@@ -31,16 +32,6 @@ let counter = 0;
 
 const payloadText = (name: string) => readFile(path.join(PAYLOADS, name), "utf8");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function refusal(p: Promise<unknown>): Promise<{ name: string; message: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
-    return { name: err.name, message: err.message, status: err.$metadata?.httpStatusCode };
-  }
-  throw new Error("expected a refusal");
-}
 
 async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -16,6 +16,7 @@ import {
 import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js";
 import type { EmulatorSettings } from "../../src/local/emulator-state.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
+import { refusal } from "../helpers/aws-refusal.js";
 
 const BUCKET = "diffgate-training";
 const ROLE = "arn:aws:iam::000000000000:role/Exec";
@@ -29,16 +30,6 @@ let sm: SageMakerClient;
 let s3: S3Client;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function refusal(p: Promise<unknown>): Promise<{ name: string; message: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
-    return { name: err.name, message: err.message, status: err.$metadata?.httpStatusCode };
-  }
-  throw new Error("expected a refusal");
-}
 
 function jobInput(name: string, overrides: Partial<CreateTrainingJobCommandInput> = {}): CreateTrainingJobCommandInput {
   return {

@@ -14,22 +14,13 @@ import {
   SageMakerClient,
 } from "@aws-sdk/client-sagemaker";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
+import { refusal } from "../helpers/aws-refusal.js";
 
 let emulator: SageMakerEmulator;
 let sm: SageMakerClient;
 let dir: string;
 const credentials = { accessKeyId: "emulator", secretAccessKey: "emulator" };
 const ROLE = "arn:aws:iam::000000000000:role/Exec";
-
-async function refusal(p: Promise<unknown>): Promise<{ name: string; message: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
-    return { name: err.name, message: err.message, status: err.$metadata?.httpStatusCode };
-  }
-  throw new Error("expected a refusal");
-}
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "diffgate-emulator-"));
