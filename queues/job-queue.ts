@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions } from "bullmq";
+import { Job, Queue, type ConnectionOptions } from "bullmq";
 import { WORK_QUEUE, type JobName, type JobPayloads } from "./job-types.js";
 
 /** Producer side: typed enqueueing onto the work queue. */
@@ -21,6 +21,16 @@ export class JobQueue {
   /** Adding the same `jobId` twice is a no-op while the first is kept, so producers may retry freely. */
   async enqueue<K extends JobName>(name: K, payload: JobPayloads[K], jobId: string): Promise<void> {
     await this.queue.add(name, payload, { jobId });
+  }
+
+  /**
+   * Runs a job parked until later (recheckLater) now. A job that is not parked (running, waiting,
+   * gone) is left alone: it is already on its way, or has nothing left to do.
+   */
+  async wake(jobId: string): Promise<void> {
+    const job = await Job.fromId(this.queue, jobId);
+    if (!job || !(await job.isDelayed())) return;
+    await job.promote().catch(() => undefined); // moved on meanwhile
   }
 
   /** Runs `name` every `everyMs` (one schedule however many workers upsert it). */

@@ -16,7 +16,9 @@ export interface JobPayloads {
   "checkpoint.rename": { checkpointId: string; fileId: string };
   /** Aborts multipart uploads left unfinished too long; repeated by a job scheduler. */
   "checkpoints.housekeeping": Record<string, never>;
-  /** Writes an inference's payload and invokes its endpoint; job id `inference-dispatch-<id>`. */
+  /** Health check of every registered WebUI server; repeated by a job scheduler. */
+  "webui.health": Record<string, never>;
+  /** Takes an inference through its endpoint's gate and runs it; job id `inference-dispatch-<id>`. */
   "inference.dispatch": { inferenceId: string };
   /** Watches an inference's output and failure locations; job id `inference-watch-<id>`. */
   "inference.watch": { inferenceId: string };
@@ -34,6 +36,7 @@ export const JOB_NAMES = [
   "checkpoints.housekeeping",
   "inference.dispatch",
   "inference.watch",
+  "webui.health",
 ] as const satisfies readonly JobName[];
 
 /** The queue that carries jobs which are not tied to one endpoint's capacity. */

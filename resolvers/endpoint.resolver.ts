@@ -5,8 +5,23 @@ import type { StoredEvent } from "../src/domain/events.js";
 import type { EndpointView } from "../src/services/endpoint-service.js";
 import { JobEventType, toJobEventType } from "./job-event.resolver.js";
 
-@ObjectType("Endpoint", { description: "A SageMaker inference endpoint deployed through Diffgate" })
+@ObjectType("Endpoint", { description: "A SageMaker inference endpoint deployed through Diffgate, or a self-hosted WebUI server registered with it" })
 export class EndpointType {
+  @Field(() => String, { description: "sagemaker, or webui for a self-hosted WebUI server" })
+  provider!: string;
+
+  @Field(() => String, { nullable: true, description: "WebUI servers: where /sdapi/v1 is served" })
+  baseUrl!: string | null;
+
+  @Field(() => Boolean, { description: "WebUI servers: whether credentials are stored (they are never returned)" })
+  hasCredentials!: boolean;
+
+  @Field(() => [String], { description: "WebUI servers: the checkpoints the server offered at its last health check" })
+  serverModels!: string[];
+
+  @Field(() => Date, { nullable: true, description: "WebUI servers: the last health check" })
+  lastHealthAt!: Date | null;
+
   @Field(() => ID, { description: "Upstream's EndpointDeploymentJobId" })
   id!: string;
 
@@ -86,6 +101,24 @@ export class DeployEndpointInput {
   customDockerImageUri?: string;
 }
 
+@InputType()
+export class RegisterWebUiEndpointInput {
+  @Field(() => String, { description: "1-20 letters, digits, hyphens; the endpoint is named webui-<name>" })
+  name!: string;
+
+  @Field(() => String, { description: "Where the server's /sdapi/v1 is, e.g. http://gpu-box:7860" })
+  baseUrl!: string;
+
+  @Field(() => String, { nullable: true, description: "The server's --api-auth user" })
+  username?: string;
+
+  @Field(() => String, { nullable: true, description: "The server's --api-auth password (stored sealed, never returned)" })
+  password?: string;
+
+  @Field(() => [String], { nullable: true, description: "Roles that may use it; default the caller's roles" })
+  assignToRoles?: string[];
+}
+
 const toType = (view: EndpointView) => Object.assign(new EndpointType(), view);
 
 @Resolver(() => EndpointType)
@@ -103,6 +136,11 @@ export class EndpointResolver {
   @Mutation(() => EndpointType, { description: "Starts deploying an endpoint; follow it with endpointEvents(name)" })
   async deployEndpoint(@Ctx() ctx: GraphQLContext, @Arg("input", () => DeployEndpointInput) input: DeployEndpointInput): Promise<EndpointType> {
     return toType(await ctx.runtime.endpoints.deploy(await ctx.principal(), withoutNulls({ ...input })));
+  }
+
+  @Mutation(() => EndpointType, { description: "Registers a self-hosted WebUI server as an endpoint; its health check decides InService or Failed" })
+  async registerWebUiEndpoint(@Ctx() ctx: GraphQLContext, @Arg("input", () => RegisterWebUiEndpointInput) input: RegisterWebUiEndpointInput): Promise<EndpointType> {
+    return toType(await ctx.runtime.endpoints.registerWebUi(await ctx.principal(), withoutNulls({ ...input })));
   }
 
   @Mutation(() => [EndpointType], { description: "Starts deleting endpoints (all or none)" })

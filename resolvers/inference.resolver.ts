@@ -8,7 +8,7 @@ import type { InferenceView } from "../src/services/inference-service.js";
 import { PageInfoType } from "./checkpoint.resolver.js";
 import { JobEventType, toJobEventType } from "./job-event.resolver.js";
 
-@ObjectType("Inference", { description: "An image generation job on an async SageMaker endpoint" })
+@ObjectType("Inference", { description: "An image generation job on an async SageMaker endpoint or a self-hosted WebUI server" })
 export class InferenceType {
   @Field(() => ID)
   id!: string;
@@ -45,6 +45,9 @@ export class InferenceType {
 
   @Field(() => Boolean)
   cancelRequested!: boolean;
+
+  @Field(() => Int, { nullable: true, description: "While QUEUED: the place in the endpoint's line last announced (1 = next); null once dispatched" })
+  queuePosition!: number | null;
 
   @Field(() => Date)
   createdAt!: Date;

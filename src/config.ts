@@ -119,6 +119,19 @@ const envSchema = z.object({
   INFERENCE_OUTPUT_TIMEOUT_MS: intIn(1000, 7 * 24 * 3600_000, 2 * 3600_000),
   INFERENCE_WATCH_INITIAL_MS: intIn(10, 60_000, 500),
   INFERENCE_PROGRESS_PREVIEW_EVERY: intIn(0, 1000, 5),
+  DISPATCH_RECHECK_MS: intIn(100, 600_000, 5_000),
+  WEBUI_HEALTH_INTERVAL_MS: intIn(1000, 24 * 3600_000, 15_000),
+  WEBUI_HEALTH_TIMEOUT_MS: intIn(100, 120_000, 5_000),
+  WEBUI_PROGRESS_INTERVAL_MS: intIn(50, 60_000, 500),
+  WEBUI_JOB_TIMEOUT_MS: intIn(1000, 24 * 3600_000, 30 * 60_000),
+  WEBUI_RETRY_ON_SERVER_FAILURE: bool(false),
+  CREDENTIALS_KEY: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .refine((k) => Buffer.from(k, "base64").length === 32, { error: "must be 32 bytes, base64-encoded (openssl rand -base64 32)" })
+      .optional(),
+  ),
   ENDPOINT_DEPLOY_TIMEOUT_MS: intIn(10_000, 6 * 3600_000, 3600_000),
   RECONCILE_INTERVAL_MS: intIn(1000, 24 * 3600_000, 60_000),
   EMULATOR_ENDPOINT_CREATE_MS: intIn(0, 3600_000, 5000),
@@ -196,7 +209,19 @@ export interface Config {
     outputTimeoutMs: number;
     watchInitialMs: number;
     previewEvery: number;
+    /** How often a job waiting for its endpoint's capacity looks again when nothing wakes it sooner. */
+    dispatchRecheckMs: number;
   };
+  webui: {
+    healthIntervalMs: number;
+    healthTimeoutMs: number;
+    progressIntervalMs: number;
+    jobTimeoutMs: number;
+    /** Send a job again, once, to a server that died under it (when it answers again). */
+    retryOnServerFailure: boolean;
+  };
+  /** Key that seals endpoint credentials at rest; derived from the session secret when unset. */
+  credentialsKey: string | undefined;
   emulator: {
     endpointCreateMs: number;
     endpointUpdateMs: number;
@@ -241,7 +266,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((issue) => {
       const key = String(issue.path[0] ?? "?");
       const raw = env[key];
-      const secret = ["API_KEY", "SESSION_SECRET", "S3_SECRET_ACCESS_KEY"].includes(key) || key.endsWith("_URL");
+      const secret = ["API_KEY", "SESSION_SECRET", "S3_SECRET_ACCESS_KEY", "CREDENTIALS_KEY"].includes(key) || key.endsWith("_URL");
       const shown = secret ? "" : raw === undefined ? "" : ` (got ${JSON.stringify(raw)})`;
       return `${key}: ${issue.message}${shown}`;
     });
@@ -310,7 +335,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       outputTimeoutMs: e.INFERENCE_OUTPUT_TIMEOUT_MS,
       watchInitialMs: e.INFERENCE_WATCH_INITIAL_MS,
       previewEvery: e.INFERENCE_PROGRESS_PREVIEW_EVERY,
+      dispatchRecheckMs: e.DISPATCH_RECHECK_MS,
     },
+    webui: {
+      healthIntervalMs: e.WEBUI_HEALTH_INTERVAL_MS,
+      healthTimeoutMs: e.WEBUI_HEALTH_TIMEOUT_MS,
+      progressIntervalMs: e.WEBUI_PROGRESS_INTERVAL_MS,
+      jobTimeoutMs: e.WEBUI_JOB_TIMEOUT_MS,
+      retryOnServerFailure: e.WEBUI_RETRY_ON_SERVER_FAILURE,
+    },
+    credentialsKey: e.CREDENTIALS_KEY,
     emulator: {
       endpointCreateMs: e.EMULATOR_ENDPOINT_CREATE_MS,
       endpointUpdateMs: e.EMULATOR_ENDPOINT_UPDATE_MS,

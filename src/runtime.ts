@@ -20,6 +20,9 @@ import { EndpointService } from "./services/endpoint-service.js";
 import { InferenceService } from "./services/inference-service.js";
 import { AsyncInvoker } from "./adapters/sagemaker/async-invoker.js";
 import { SnsVerifier } from "./adapters/sns/sns-verifier.js";
+import { CredentialSealer } from "./adapters/security/credential-sealer.js";
+import { WebUiClient } from "./adapters/webui/webui-client.js";
+import { WebUiJobRunner } from "./services/webui-job-runner.js";
 import { MODEL_FILE_EXTENSIONS } from "./domain/checkpoints.js";
 import type { DependencyProbe } from "./services/dependency-probes.js";
 import { EventLog } from "./services/event-log.js";
@@ -92,6 +95,7 @@ export class Runtime {
     const workerProbes: DependencyProbe[] = [...this.readinessProbes, { name: "sagemaker", check: (signal) => this.sagemaker.ping(signal) }];
     this.systemChecks = new SystemCheckService(this.db, this.events, this.queue, workerProbes, this.workerId);
     const sm = config.sagemaker;
+    const webUiClient = new WebUiClient(config.webui.healthTimeoutMs);
     this.endpoints = new EndpointService(
       this.db,
       this.events,
@@ -106,7 +110,9 @@ export class Runtime {
         errorTopicArn: sm.errorTopicArn,
         maxConcurrentInvocationsPerInstance: sm.maxConcurrentInvocationsPerInstance,
         deployTimeoutMs: sm.deployTimeoutMs,
+        webUiHealthTimeoutMs: config.webui.healthTimeoutMs,
       },
+      { client: webUiClient, sealer: () => this.credentialSealer() },
       log.child({ component: "endpoints" }),
     );
     const cp = config.checkpoints;
@@ -158,12 +164,40 @@ export class Runtime {
         previewEvery: inf.previewEvery,
         maxConcurrentInvocationsPerInstance: sm.maxConcurrentInvocationsPerInstance,
         maxDocumentBytes: 256 * 1024 * 1024,
+        dispatchRecheckMs: inf.dispatchRecheckMs,
       },
       log.child({ component: "inferences" }),
     );
+    this.inferences.useWebUiExecutor(
+      new WebUiJobRunner(
+        this.db,
+        webUiClient,
+        this.endpoints,
+        this.inferences,
+        this.storage,
+        {
+          progressIntervalMs: config.webui.progressIntervalMs,
+          jobTimeoutMs: config.webui.jobTimeoutMs,
+          retryOnServerFailure: config.webui.retryOnServerFailure,
+          serverRecheckMs: Math.min(config.webui.healthIntervalMs, 5_000),
+          previewEvery: Math.max(1, inf.previewEvery),
+          maxDocumentBytes: 256 * 1024 * 1024,
+        },
+        log.child({ component: "webui" }),
+      ),
+    );
+    this.endpoints.onBackInService((endpointId) => this.inferences.wakeWaiting(endpointId));
     this.sns = new SnsVerifier(() => [sm.successTopicArn, sm.errorTopicArn].filter((t): t is string => !!t));
     // Deleting an endpoint fails its jobs that were not dispatched yet.
     this.endpoints.onDeleting((endpointId, endpointName) => this.inferences.failQueuedForEndpoint(endpointId, endpointName).then(() => undefined));
+  }
+
+  private sealer: CredentialSealer | undefined;
+
+  /** Seals endpoint credentials: CREDENTIALS_KEY, else a key derived from the session secret (known after start). */
+  private credentialSealer(): CredentialSealer {
+    this.sealer ??= new CredentialSealer(this.config.credentialsKey ? { key: Buffer.from(this.config.credentialsKey, "base64") } : { sessionSecret: this.access.sessionSecret() });
+    return this.sealer;
   }
 
   /** Connects, migrates under the advisory lock and runs the first-start bootstrap. */
@@ -193,6 +227,7 @@ export class Runtime {
       observer: this.metrics,
     });
     await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
+    await this.queue.schedule("webui-health", "webui.health", {}, this.config.webui.healthIntervalMs);
     await this.queue.schedule("checkpoints-housekeeping", "checkpoints.housekeeping", {}, this.config.checkpoints.housekeepingIntervalMs);
     return this.worker;
   }

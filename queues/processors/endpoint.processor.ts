@@ -19,3 +19,7 @@ export function endpointDeleteProcessor(service: EndpointService): Processor<"en
 export function endpointsReconcileProcessor(service: EndpointService): Processor<"endpoints.reconcile"> {
   return () => service.reconcile();
 }
+
+export function webUiHealthProcessor(service: EndpointService): Processor<"webui.health"> {
+  return () => service.checkAllWebUiHealth();
+}

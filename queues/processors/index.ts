@@ -4,7 +4,7 @@ import type { EndpointService } from "../../src/services/endpoint-service.js";
 import type { SystemCheckService } from "../../src/services/system-check-service.js";
 import type { Processors } from "../processor-registry.js";
 import { checkpointImportProcessor, checkpointRenameProcessor, checkpointsHousekeepingProcessor } from "./checkpoint.processor.js";
-import { endpointDeleteProcessor, endpointDeployProcessor, endpointsReconcileProcessor } from "./endpoint.processor.js";
+import { endpointDeleteProcessor, endpointDeployProcessor, endpointsReconcileProcessor, webUiHealthProcessor } from "./endpoint.processor.js";
 import { inferenceDispatchProcessor, inferenceWatchProcessor } from "./inference.processor.js";
 import { systemCheckProcessor } from "./system-check.processor.js";
 
@@ -20,5 +20,6 @@ export function buildProcessors(services: { systemChecks: SystemCheckService; en
     "checkpoints.housekeeping": checkpointsHousekeepingProcessor(services.checkpoints),
     "inference.dispatch": inferenceDispatchProcessor(services.inferences),
     "inference.watch": inferenceWatchProcessor(services.inferences),
+    "webui.health": webUiHealthProcessor(services.endpoints),
   };
 }

@@ -3,7 +3,10 @@ import type { Processor } from "../processor-registry.js";
 import { recheckLater } from "../recheck-later.js";
 
 export function inferenceDispatchProcessor(service: InferenceService): Processor<"inference.dispatch"> {
-  return (payload) => service.dispatch(payload.inferenceId);
+  return async (payload, job, token) => {
+    const { recheckInMs } = await service.dispatch(payload.inferenceId);
+    if (recheckInMs !== undefined) await recheckLater(job, token, recheckInMs);
+  };
 }
 
 export function inferenceWatchProcessor(service: InferenceService): Processor<"inference.watch"> {

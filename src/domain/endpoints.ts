@@ -18,6 +18,10 @@ export const ENDPOINT_INSTANCE_TYPES = [
 ] as const;
 export type EndpointInstanceType = (typeof ENDPOINT_INSTANCE_TYPES)[number];
 
+/** Who runs an endpoint's jobs: a SageMaker endpoint Diffgate deployed, or a self-hosted WebUI server (`/sdapi/v1`). */
+export const ENDPOINT_PROVIDERS = ["sagemaker", "webui"] as const;
+export type EndpointProvider = (typeof ENDPOINT_PROVIDERS)[number];
+
 export const ENDPOINT_STATUSES = ["Creating", "InService", "Updating", "Deleting", "Deleted", "Failed"] as const;
 export type EndpointStatus = (typeof ENDPOINT_STATUSES)[number];
 
@@ -31,8 +35,21 @@ const TRANSITIONS: Record<EndpointStatus, readonly EndpointStatus[]> = {
   Deleted: [],
 };
 
-export function canTransition(from: EndpointStatus, to: EndpointStatus): boolean {
-  return from === to || TRANSITIONS[from].includes(to);
+/**
+ * A self-hosted WebUI server goes out of service when its health check fails and comes back when it
+ * answers again; it has no Updating and no cloud resources to wait for when deleted.
+ */
+const WEBUI_TRANSITIONS: Record<EndpointStatus, readonly EndpointStatus[]> = {
+  Creating: ["InService", "Failed", "Deleting"],
+  InService: ["Failed", "Deleting"],
+  Updating: [],
+  Failed: ["InService", "Deleting"],
+  Deleting: ["Deleted"],
+  Deleted: [],
+};
+
+export function canTransition(from: EndpointStatus, to: EndpointStatus, provider: EndpointProvider = "sagemaker"): boolean {
+  return from === to || (provider === "webui" ? WEBUI_TRANSITIONS : TRANSITIONS)[from].includes(to);
 }
 
 export const MAX_INSTANCES = 6;
@@ -53,4 +70,21 @@ export function scalingNames(endpointName: string) {
     wakePolicy: `${endpointName}-wake-from-zero`,
     wakeAlarm: `${endpointName}-has-backlog-without-capacity`,
   };
+}
+
+/** Where an async endpoint writes its results: SageMaker names them after the InferenceId (§7). */
+export function asyncOutputLocations(bucket: string, endpointName: string) {
+  const outputPath = `s3://${bucket}/sagemaker_output/${endpointName}/`;
+  const failurePath = `${outputPath}failure/`;
+  return {
+    outputPath,
+    failurePath,
+    output: (inferenceId: string) => `${outputPath}${inferenceId}.out`,
+    failure: (inferenceId: string) => `${failurePath}${inferenceId}-error.out`,
+  };
+}
+
+/** The name Diffgate gives a registered WebUI server (webui-<name>), next to SageMaker's esd-<type>-<name>. */
+export function webUiEndpointName(shortName: string): string {
+  return `webui-${shortName}`;
 }

@@ -148,8 +148,7 @@ export class AccessService {
       await tx.query(`INSERT INTO system_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, [SESSION_SECRET_SETTING, randomBytes(48).toString("base64url")]);
       return { adminCreated, ...(generatedApiKey ? { generatedApiKey } : {}) };
     });
-    const secret = options.sessionSecret ?? (await this.db.getRepository(SystemSettingEntity).findOneByOrFail({ key: SESSION_SECRET_SETTING })).value;
-    this.tokens = new SessionTokens(secret, this.sessionTtlSeconds);
+    await this.loadSessionSecret(options.sessionSecret);
     return result;
   }
 
@@ -157,7 +156,16 @@ export class AccessService {
   async loadSessionSecret(sessionSecret?: string): Promise<void> {
     const secret = sessionSecret ?? (await this.db.getRepository(SystemSettingEntity).findOneByOrFail({ key: SESSION_SECRET_SETTING })).value;
     this.tokens = new SessionTokens(secret, this.sessionTtlSeconds);
+    this.secret = secret;
   }
+
+  /** The session secret (configured or generated at first start), for keys derived from it. */
+  sessionSecret(): string {
+    if (this.secret === undefined) throw new Error("AccessService used before bootstrap()/loadSessionSecret()");
+    return this.secret;
+  }
+
+  private secret: string | undefined;
 
   private get sessionTokens(): SessionTokens {
     if (!this.tokens) throw new Error("AccessService used before bootstrap()/loadSessionSecret()");

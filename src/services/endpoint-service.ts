@@ -8,7 +8,10 @@ import { ECR_IMAGE } from "../config.js";
 import { EndpointEntity } from "../adapters/db/entities/endpoint.entity.js";
 import { RoleEntity } from "../adapters/db/entities/role.entity.js";
 import { SageMakerRequestError, type EndpointProvisioner, type EndpointSpec } from "../adapters/sagemaker/endpoint-provisioner.js";
-import { ENDPOINT_INSTANCE_TYPES, MAX_INSTANCES, canTransition, sagemakerNames, type EndpointStatus } from "../domain/endpoints.js";
+import { classifyAddress, systemResolver, type Resolver } from "../adapters/http/guarded-download.js";
+import type { CredentialSealer } from "../adapters/security/credential-sealer.js";
+import { WebUiRefused, WebUiUnreachable, type WebUiClient, type WebUiServer } from "../adapters/webui/webui-client.js";
+import { ENDPOINT_INSTANCE_TYPES, MAX_INSTANCES, asyncOutputLocations, canTransition, sagemakerNames, webUiEndpointName, type EndpointStatus } from "../domain/endpoints.js";
 import { DomainError } from "../domain/errors.js";
 import type { StoredEvent } from "../domain/events.js";
 import type { Principal } from "../domain/principal.js";
@@ -25,9 +28,19 @@ export interface EndpointSettings {
   errorTopicArn: string | undefined;
   maxConcurrentInvocationsPerInstance: number;
   deployTimeoutMs: number;
+  /** Self-hosted WebUI servers: how long one health check may take. */
+  webUiHealthTimeoutMs: number;
 }
 
-export type EndpointView = EndpointEntity & { creator: string | null };
+/** What an endpoint needs from outside SageMaker: a WebUI client and the sealer of its credentials. */
+export interface WebUiAccess {
+  client: WebUiClient;
+  sealer: () => CredentialSealer;
+  resolver?: Resolver;
+}
+
+/** An endpoint as callers see it: its sealed credentials never leave the service, only whether there are any. */
+export type EndpointView = Omit<EndpointEntity, "credentialsSealed"> & { creator: string | null; hasCredentials: boolean };
 
 const count = (field: string, min: number, max: number) =>
   z
@@ -56,6 +69,23 @@ const deploySchema = z
   })
   .strict();
 
+const registerWebUiSchema = z
+  .object({
+    name: z.string({ error: "must be a string" }).regex(/^[A-Za-z0-9](-*[A-Za-z0-9]){0,19}$/, { error: "must be 1-20 letters, digits or single hyphens, starting and ending with a letter or digit" }),
+    baseUrl: z
+      .string({ error: "must be a URL" })
+      .max(2048, { error: "must be at most 2048 characters" })
+      .pipe(z.url({ protocol: /^https?$/, error: "must be an http(s) URL, like http://gpu-box:7860" }))
+      .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), { error: "must not carry credentials; pass username and password instead" })
+      .refine((u) => !u.includes("?") && !u.includes("#"), { error: "must not have a query or fragment" })
+      .transform((u) => u.replace(/\/+$/, "")),
+    username: z.string({ error: "must be a string" }).min(1, { error: "must not be empty" }).max(256).regex(/^[^:]*$/, { error: "must not contain ':'" }).optional(),
+    password: z.string({ error: "must be a string" }).min(1, { error: "must not be empty" }).max(1024).optional(),
+    assignToRoles: z.array(z.string({ error: "must be a role name" }).min(1).max(64), { error: "must be a list of role names" }).min(1, { error: "must name at least one role" }).max(10, { error: "at most 10 roles" }).optional(),
+  })
+  .strict()
+  .refine((v) => (v.username === undefined) === (v.password === undefined), { error: "give both username and password, or neither", path: ["password"] });
+
 const namesSchema = z.array(z.string({ error: "must be an endpoint name" }).min(1).max(63), { error: "must be a list of endpoint names" }).min(1, { error: "must name at least one endpoint" }).max(100, { error: "at most 100 endpoints at once" });
 
 const endpointNameSchema = z.string({ error: "must be an endpoint name" }).min(1, { error: "must not be empty" }).max(63, { error: "must be at most 63 characters" });
@@ -76,10 +106,18 @@ export class EndpointService {
     private readonly queue: JobQueue,
     private readonly provisioner: EndpointProvisioner,
     private readonly settings: EndpointSettings,
+    private readonly webUi: WebUiAccess,
     private readonly log: Logger,
   ) {}
 
   private readonly deletingHooks: Array<(endpointId: string, endpointName: string) => Promise<void>> = [];
+
+  private readonly backInServiceHooks: Array<(endpointId: string) => Promise<void>> = [];
+
+  /** Runs `hook` when a WebUI server answers again after being out of service (its waiting jobs move). */
+  onBackInService(hook: (endpointId: string) => Promise<void>): void {
+    this.backInServiceHooks.push(hook);
+  }
 
   /** Runs `hook` when an endpoint starts being deleted (the inference service fails its queued jobs). */
   onDeleting(hook: (endpointId: string, endpointName: string) => Promise<void>): void {
@@ -108,11 +146,7 @@ export class EndpointService {
     if (v.customDockerImageUri !== undefined && !ECR_IMAGE.test(v.customDockerImageUri)) {
       throw DomainError.badInput(`customDockerImageUri: Invalid docker image uri ${v.customDockerImageUri}`, "customDockerImageUri");
     }
-    const roles = v.assignToRoles ?? principal.roles;
-    if (roles.length === 0) throw DomainError.badInput("assignToRoles: name the roles that may use the endpoint (you hold none to default to)", "assignToRoles");
-    const known = await this.db.getRepository(RoleEntity).findBy({ name: In(roles) });
-    const missing = roles.filter((r) => !known.some((k) => k.name === r));
-    if (missing.length) throw DomainError.badInput(`assignToRoles: role(s) ${missing.map((m) => `"${m}"`).join(", ")} do not exist`, "assignToRoles");
+    const roles = await this.assignedRoles(principal, v.assignToRoles);
     const image = v.customDockerImageUri ?? this.settings.inferenceImage;
     if (!image) throw DomainError.unavailable("no inference image is configured (INFERENCE_IMAGE_URI); pass custom_docker_image_uri or ask an operator");
     if (!this.settings.executionRoleArn) throw DomainError.unavailable("no SageMaker execution role is configured (SAGEMAKER_EXECUTION_ROLE_ARN); ask an operator");
@@ -154,6 +188,132 @@ export class EndpointService {
     return (await this.views({ ids: [saved.id] }))[0]!;
   }
 
+  private async assignedRoles(principal: Principal, assignToRoles: string[] | undefined): Promise<string[]> {
+    const roles = assignToRoles ?? principal.roles;
+    if (roles.length === 0) throw DomainError.badInput("assignToRoles: name the roles that may use the endpoint (you hold none to default to)", "assignToRoles");
+    const known = await this.db.getRepository(RoleEntity).findBy({ name: In(roles) });
+    const missing = roles.filter((r) => !known.some((k) => k.name === r));
+    if (missing.length) throw DomainError.badInput(`assignToRoles: role(s) ${missing.map((m) => `"${m}"`).join(", ")} do not exist`, "assignToRoles");
+    return [...new Set(roles)];
+  }
+
+  /**
+   * Registers a self-hosted WebUI server (AUTOMATIC1111, Forge, SD.Next: anything serving
+   * `/sdapi/v1`). Its first health check runs at once and decides InService or Failed; the periodic
+   * check moves it out of service and back. Credentials are sealed and never returned.
+   */
+  async registerWebUi(principal: Principal, input: unknown): Promise<EndpointView> {
+    if (!principal.permissions.allows("sagemaker_endpoint", "create")) {
+      throw DomainError.forbidden(`user "${principal.username}" has no permission to register endpoints (needs sagemaker_endpoint:create or sagemaker_endpoint:all)`);
+    }
+    const v = parseInput(registerWebUiSchema, input);
+    await this.vetServerAddress(v.baseUrl);
+    const roles = await this.assignedRoles(principal, v.assignToRoles);
+    const name = webUiEndpointName(v.name);
+    let saved: EndpointEntity;
+    try {
+      saved = await this.events.transaction(async (tx, events) => {
+        const e = await tx.save(
+          tx.create(EndpointEntity, {
+            name,
+            provider: "webui",
+            baseUrl: v.baseUrl,
+            credentialsSealed: v.username !== undefined && v.password !== undefined ? this.webUi.sealer().seal(JSON.stringify({ username: v.username, password: v.password })) : null,
+            endpointType: "Async",
+            instanceType: "self-hosted",
+            initialInstanceCount: 1,
+            autoscaling: false,
+            minInstanceNumber: 1,
+            maxInstanceNumber: 1,
+            currentInstanceCount: 0,
+            status: "Creating",
+            ownerRoles: roles,
+            creatorId: principal.userId,
+            imageUri: "",
+            customImage: false,
+            modelName: "",
+            configName: "",
+            failureReason: null,
+          }),
+        );
+        await events.openStream(e.id, "endpoint", principal.userId);
+        await events.append(e.id, { type: "status", data: { status: "Creating", endpointName: e.name, provider: "webui" } });
+        return e;
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === "23505") throw DomainError.conflict(`an endpoint named "${name}" already exists`, "name");
+      throw e;
+    }
+    await this.checkWebUiHealth(saved.id);
+    return (await this.views({ ids: [saved.id] }))[0]!;
+  }
+
+  /** Refuses addresses no server of ours lives at (cloud metadata, link-local, multicast…); private networks are fine. */
+  private async vetServerAddress(baseUrl: string): Promise<void> {
+    const host = new URL(baseUrl).hostname.replace(/^\[|\]$/g, "");
+    let addresses: Array<{ address: string }>;
+    try {
+      addresses = await (this.webUi.resolver ?? systemResolver)(host);
+    } catch {
+      throw DomainError.badInput(`baseUrl: the host ${host} could not be resolved`, "baseUrl");
+    }
+    for (const a of addresses) {
+      const c = classifyAddress(a.address);
+      if (c.kind === "forbidden") throw DomainError.badInput(`baseUrl: ${host} resolves to an address no WebUI server may use (${c.range})`, "baseUrl");
+    }
+  }
+
+  /** How to reach a WebUI endpoint's server (credentials opened). */
+  webUiServer(e: Pick<EndpointEntity, "baseUrl" | "credentialsSealed" | "name">): WebUiServer {
+    if (!e.baseUrl) throw new Error(`endpoint ${e.name} has no base URL`);
+    if (!e.credentialsSealed) return { baseUrl: e.baseUrl };
+    const c = JSON.parse(this.webUi.sealer().open(e.credentialsSealed)) as { username: string; password: string };
+    return { baseUrl: e.baseUrl, credentials: c };
+  }
+
+  /**
+   * One health check of a WebUI server: `/sdapi/v1/sd-models` answering moves it (back) to InService
+   * and records the models it offers; no answer or a refusal moves it out of service (Failed, with
+   * the reason). Changes are events on the endpoint's stream.
+   */
+  async checkWebUiHealth(id: string): Promise<EndpointStatus | undefined> {
+    const e = await this.load(id);
+    if (!e || e.provider !== "webui" || e.status === "Deleting" || e.status === "Deleted") return e?.status;
+    let reason: string | undefined;
+    let models: string[] = [];
+    try {
+      models = (await this.webUi.client.listModels(this.webUiServer(e), this.settings.webUiHealthTimeoutMs)).map((m) => m.title);
+    } catch (err) {
+      if (err instanceof WebUiUnreachable) reason = `the server at ${e.baseUrl} did not answer (${err.reason})`;
+      else if (err instanceof WebUiRefused) reason = err.status === 401 || err.status === 403 ? `the server at ${e.baseUrl} refused the credentials (${err.status})` : `the server at ${e.baseUrl} answered ${err.status} to /sdapi/v1/sd-models: ${err.detail}`;
+      else reason = `the server at ${e.baseUrl} could not be checked: ${(err as Error).message}`;
+    }
+    const now = new Date();
+    if (reason === undefined) {
+      const modelsChanged = models.join("\n") !== e.serverModels.join("\n");
+      await this.db.getRepository(EndpointEntity).update({ id }, { healthFailures: 0, lastHealthAt: now, ...(modelsChanged ? { serverModels: models } : {}) });
+      if (e.status !== "InService" && (await this.transition(id, "InService", { failureReason: null, currentInstanceCount: 1, ...(e.inServiceAt ? {} : { inServiceAt: now }) }, { models: models.length }))) {
+        for (const hook of this.backInServiceHooks) await hook(id);
+      }
+      return "InService";
+    }
+    await this.db.getRepository(EndpointEntity).update({ id }, { healthFailures: e.healthFailures + 1, lastHealthAt: now });
+    if (e.status !== "Failed") await this.transition(id, "Failed", { failureReason: reason, currentInstanceCount: 0 }, { reason });
+    return "Failed";
+  }
+
+  /** The periodic health check of every live WebUI server, in parallel. */
+  async checkAllWebUiHealth(): Promise<void> {
+    const live = await this.db.getRepository(EndpointEntity).findBy({ provider: "webui", status: In(["Creating", "InService", "Failed"]) });
+    await Promise.all(
+      live.map((e) =>
+        this.checkWebUiHealth(e.id).catch((err: unknown) => {
+          this.log.warn({ err, endpoint: e.name }, "WebUI health check failed to run");
+        }),
+      ),
+    );
+  }
+
   /** Endpoints the caller may see: every one with sagemaker_endpoint:all; else those assigned to one of their roles or created by them. */
   async list(principal: Principal, filter: { id?: unknown; status?: unknown } = {}): Promise<EndpointView[]> {
     const id = filter.id === undefined ? undefined : parseInput(z.uuid({ error: "must be an endpoint deployment id (a UUID)" }), filter.id, "id");
@@ -182,7 +342,10 @@ export class EndpointService {
     const p = filter.visibleTo;
     if (p && !p.permissions.allows("sagemaker_endpoint", "all")) qb.andWhere("(e.owner_roles && :roles OR e.creator_id = :me)", { roles: p.roles, me: p.userId });
     const { entities, raw } = await qb.getRawAndEntities();
-    return entities.map((e, i) => Object.assign(e, { creator: (raw[i] as { creator_username: string | null }).creator_username ?? null }));
+    return entities.map((e, i) => {
+      const { credentialsSealed, ...rest } = e;
+      return Object.assign(rest, { creator: (raw[i] as { creator_username: string | null }).creator_username ?? null, hasCredentials: credentialsSealed !== null });
+    });
   }
 
   /**
@@ -224,7 +387,7 @@ export class EndpointService {
   // ---------------------------------------------------------------- workflows (job bodies)
 
   private spec(e: EndpointEntity): EndpointSpec {
-    const prefix = `s3://${this.settings.bucket}`;
+    const locations = asyncOutputLocations(this.settings.bucket, e.name);
     return {
       endpointName: e.name,
       modelName: e.modelName,
@@ -239,8 +402,8 @@ export class EndpointService {
       ...(e.endpointType === "Async"
         ? {
             async: {
-              outputPath: `${prefix}/sagemaker_output/${e.name}/`,
-              failurePath: `${prefix}/sagemaker_output/${e.name}/failure/`,
+              outputPath: locations.outputPath,
+              failurePath: locations.failurePath,
               ...(this.settings.successTopicArn ? { successTopicArn: this.settings.successTopicArn } : {}),
               ...(this.settings.errorTopicArn ? { errorTopicArn: this.settings.errorTopicArn } : {}),
               maxConcurrentInvocationsPerInstance: this.settings.maxConcurrentInvocationsPerInstance,
@@ -259,7 +422,7 @@ export class EndpointService {
   private async transition(id: string, to: EndpointStatus, patch: Partial<EndpointEntity>, data: Record<string, unknown> = {}): Promise<boolean> {
     return this.events.transaction(async (tx, events) => {
       const e = await tx.getRepository(EndpointEntity).createQueryBuilder("e").setLock("pessimistic_write").where("e.id = :id", { id }).getOne();
-      if (!e || !canTransition(e.status, to)) return false;
+      if (!e || !canTransition(e.status, to, e.provider)) return false;
       const previous = e.status;
       await tx.update(EndpointEntity, { id }, { ...patch, status: to });
       if (previous !== to) await events.append(id, { type: "status", data: { status: to, previous, ...data }, terminal: to === "Deleted" });
@@ -280,7 +443,7 @@ export class EndpointService {
    */
   async advanceDeploy(id: string): Promise<{ recheckInMs?: number }> {
     const e = await this.load(id);
-    if (!e || e.status !== "Creating") return {};
+    if (!e || e.status !== "Creating" || e.provider !== "sagemaker") return {};
     const spec = this.spec(e);
     try {
       for (const [step, ensure] of [
@@ -341,6 +504,11 @@ export class EndpointService {
   async advanceDelete(id: string): Promise<{ recheckInMs?: number }> {
     const e = await this.load(id);
     if (!e || e.status !== "Deleting") return {};
+    if (e.provider === "webui") {
+      // Nothing was built for a registered server: forgetting it is the whole deletion.
+      await this.transition(id, "Deleted", { currentInstanceCount: 0, deletedAt: new Date(), credentialsSealed: null });
+      return {};
+    }
     try {
       await this.provisioner.deleteAll({ endpointName: e.name, configName: e.configName, modelName: e.modelName });
       const state = await this.provisioner.describeEndpoint(e.name);
@@ -363,6 +531,10 @@ export class EndpointService {
     const live = await this.db.getRepository(EndpointEntity).findBy({ status: In(["Creating", "InService", "Updating", "Deleting", "Failed"]) });
     for (const e of live) {
       try {
+        if (e.provider === "webui") {
+          if (e.status === "Deleting") await this.queue.enqueue("endpoint.delete", { endpointId: e.id }, endpointJobIds.delete(e.id));
+          continue; // its health check follows it
+        }
         if (e.status === "Creating") {
           await this.queue.enqueue("endpoint.deploy", { endpointId: e.id }, endpointJobIds.deploy(e.id));
           continue;

@@ -11,6 +11,7 @@ import type { AsyncInvoker } from "../adapters/sagemaker/async-invoker.js";
 import { SageMakerRequestError } from "../adapters/sagemaker/endpoint-provisioner.js";
 import type { ObjectStore } from "../adapters/storage/object-store.js";
 import { CHECKPOINT_TYPES } from "../domain/checkpoints.js";
+import { asyncOutputLocations } from "../domain/endpoints.js";
 import { DomainError } from "../domain/errors.js";
 import { decodeKeysetCursor, encodeKeysetCursor, type KeysetCursor } from "../domain/keyset-cursor.js";
 import type { NewEvent, StoredEvent } from "../domain/events.js";
@@ -35,7 +36,34 @@ export interface InferenceSettings {
   maxConcurrentInvocationsPerInstance: number;
   /** Largest api_param.json / .out document read (base64 images make them big). */
   maxDocumentBytes: number;
+  /** How often a job waiting for capacity looks again when nothing wakes it sooner. */
+  dispatchRecheckMs: number;
 }
+
+/**
+ * Runs a job on a self-hosted WebUI server (src/services/webui-job-runner.ts). The inference
+ * service owns the job's record; the runner reports through the service's recording methods.
+ */
+export interface WebUiJobExecutor {
+  run(job: InferenceEntity, endpoint: EndpointEntity): Promise<{ recheckInMs?: number }>;
+  /** Interrupts the server only when it is running this job right now; says what it did. */
+  interruptIfRunning(job: InferenceEntity, endpoint: EndpointEntity): Promise<string>;
+  /** Which of the server's checkpoints a requested name means, or undefined. */
+  serverModel(endpoint: EndpointEntity, name: string): string | undefined;
+}
+
+/** Where a job stands at its endpoint's gate. */
+export interface QueueStanding {
+  /** 1 = next to be dispatched. */
+  position: number;
+  ahead: number;
+  capacity: number;
+  inFlight: number;
+  reason?: string;
+}
+
+/** How many waiting jobs are woken at once when a slot frees; the rest look again on their own. */
+const WAKE_AHEAD = 5;
 
 export interface InferenceView {
   id: string;
@@ -57,6 +85,8 @@ export interface InferenceView {
   totalSteps: number | null;
   previewKey: string | null;
   cancelRequested: boolean;
+  /** While QUEUED: the last announced place in the endpoint's line. */
+  queuePosition: number | null;
   createdAt: Date;
   queuedAt: Date | null;
   dispatchedAt: Date | null;
@@ -187,6 +217,13 @@ export class InferenceService {
     private readonly log: Logger,
   ) {}
 
+  private webUi: WebUiJobExecutor | undefined;
+
+  /** Set once at wiring: who runs jobs of WebUI endpoints. */
+  useWebUiExecutor(executor: WebUiJobExecutor): void {
+    this.webUi = executor;
+  }
+
   /** Where endpoints reach this deployment (set after listening when the port was chosen by the OS). */
   setPublicUrl(url: string): void {
     this.settings.publicUrl = url.replace(/\/+$/, "");
@@ -212,7 +249,7 @@ export class InferenceService {
     const task: InferenceTaskType = v.taskType;
     if (v.parameters !== undefined) checkWebUiParameters(task, v.parameters);
     const endpoint = await this.usableEndpoint(principal, v.endpointName);
-    const models = await this.usedModels(principal, v.models);
+    const models = endpoint.provider === "webui" ? this.webUiModels(endpoint, task, v.models) : await this.usedModels(principal, v.models);
 
     const id = randomUUID();
     const keys = inferenceKeys(task, id);
@@ -277,14 +314,12 @@ export class InferenceService {
     const queued = await this.events.transaction(async (tx, events) => {
       const job = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id }).getOne();
       if (!job || job.status !== "CREATED") return false;
-      const ahead = await tx.getRepository(InferenceEntity).countBy({ endpointId: job.endpointId, status: In(["QUEUED", "DISPATCHED", "RUNNING"]) });
+      const queuedAt = new Date();
+      await tx.update(InferenceEntity, { id }, { status: "QUEUED", queuedAt });
       const endpoint = await tx.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
-      const capacity = (endpoint?.currentInstanceCount ?? 0) * this.settings.maxConcurrentInvocationsPerInstance;
-      await tx.update(InferenceEntity, { id }, { status: "QUEUED", queuedAt: new Date() });
-      await appendInferenceEvent(events, id, job.creatorId, {
-        type: "queued",
-        data: { status: "QUEUED", position: ahead + 1, ahead, capacity, waitingForCapacity: ahead >= capacity, ...(capacity === 0 ? { reason: `endpoint ${job.endpointName} has no instances running; the job waits until it scales up` } : {}) },
-      });
+      const standing = await this.standing(tx, { ...job, queuedAt }, endpoint);
+      await tx.update(InferenceEntity, { id }, { lastPosition: standing.position });
+      await appendInferenceEvent(events, id, job.creatorId, { type: "queued", data: { status: "QUEUED", ...this.standingData(standing) } });
       return true;
     });
     if (queued) await this.queue.enqueue("inference.dispatch", { inferenceId: id }, inferenceJobIds.dispatch(id));
@@ -298,10 +333,18 @@ export class InferenceService {
     const reason = wasDispatched
       ? "cancelled after it was sent to the endpoint: SageMaker cannot withdraw an accepted invocation, so compute may still be spent; its output will be discarded"
       : "cancelled before it was sent to the endpoint";
-    const done = await this.transition(job.id, "CANCELLED", { cancelRequested: true, completedAt: new Date() }, { reason, requestedBy: principal.username }, "cancelled");
+    const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
+    const onWebUi = endpoint?.provider === "webui";
+    const webUiReason = wasDispatched || job.invokeStartedAt ? "cancelled while it ran on the WebUI server" : reason;
+    const done = await this.transition(job.id, "CANCELLED", { cancelRequested: true, completedAt: new Date() }, { reason: onWebUi ? webUiReason : reason, requestedBy: principal.username }, "cancelled");
     const after = await this.view(principal, job.id);
     if (!done) return { inference: after, cancelled: false, message: `inference ${job.id} already finished (${after.status}); nothing to cancel` };
-    return { inference: after, cancelled: true, message: reason };
+    if (onWebUi && endpoint && (wasDispatched || job.invokeStartedAt)) {
+      // After the transition, so that the run sees the cancellation and discards what the server returns.
+      const interrupted = await this.webUi!.interruptIfRunning(job, endpoint).catch((e: Error) => `the server could not be interrupted: ${e.message}`);
+      return { inference: after, cancelled: true, message: `${webUiReason}; ${interrupted}` };
+    }
+    return { inference: after, cancelled: true, message: onWebUi ? webUiReason : reason };
   }
 
   /** Deletes jobs (all or none): their rows and every object (parameters, payload, previews, results, output documents). */
@@ -340,9 +383,33 @@ export class InferenceService {
     }
     const e = await qb.getOne();
     if (!e) throw DomainError.badInput(`endpointName: endpoint "${name}" not found (or not shared with your roles)`, "endpointName");
+    if (e.provider === "webui") {
+      // A server that was up and is out of service for now keeps its queue: jobs wait for it to return.
+      if (e.status !== "InService" && !(e.status === "Failed" && e.inServiceAt)) throw DomainError.conflict(`WebUI endpoint ${e.name} is not ready with status: ${e.status}${e.failureReason ? ` (${e.failureReason})` : ""}`, "endpointName");
+      return e;
+    }
     if (e.endpointType !== "Async") throw DomainError.badInput(`endpointName: endpoint "${name}" is ${e.endpointType}; only Async endpoints run queued inferences`, "endpointName");
     if (e.status !== "InService" && e.status !== "Updating") throw DomainError.conflict(`sagemaker endpoint is not ready with status: ${e.status}`, "endpointName");
     return e;
+  }
+
+  /**
+   * A WebUI server uses its own checkpoint files: the Stable-diffusion model names one of the models
+   * it offered at its last health check (title, name or file name); other model types are named in
+   * the prompt or the parameters, as on the server itself.
+   */
+  private webUiModels(endpoint: EndpointEntity, task: InferenceTaskType, models: Record<string, string[]>): UsedModels {
+    if (task !== "txt2img" && task !== "img2img") throw DomainError.badInput(`taskType: WebUI endpoints run txt2img and img2img (got ${task})`, "taskType");
+    const used: UsedModels = {};
+    for (const [type, names] of Object.entries(models)) {
+      if (!names.length) continue;
+      if (type !== "Stable-diffusion") throw DomainError.badInput(`models.${type}: a WebUI server uses its own ${type} files; name them in the prompt or parameters (only models.Stable-diffusion chooses the checkpoint)`, `models.${type}`);
+      if (names.length > 1) throw DomainError.badInput("models.Stable-diffusion: name one checkpoint", "models.Stable-diffusion");
+      const title = this.webUi?.serverModel(endpoint, names[0]!);
+      if (!title) throw DomainError.badInput(`models: checkpoint ${names[0]} is not offered by ${endpoint.name} (it has: ${endpoint.serverModels.slice(0, 20).join(", ") || "none"})`, "models");
+      used[type] = [{ id: "", model_name: title, s3: "", type }];
+    }
+    return used;
   }
 
   /** Every named model must be an Active checkpoint of that type the caller may use (VAE None/Automatic need none). */
@@ -377,16 +444,36 @@ export class InferenceService {
 
   // ---------------------------------------------------------------- workflows (job bodies)
 
-  /** Writes the payload (once) and invokes the endpoint (once recorded); then hands over to the watch job. */
-  async dispatch(id: string): Promise<void> {
+  /**
+   * Takes the job through its endpoint's gate, then runs it: on SageMaker, writes the payload (once)
+   * and invokes the endpoint (once recorded), then hands over to the watch job; on a WebUI server,
+   * the runner holds the job until the server answers. Returns when to look again, if it must.
+   */
+  async dispatch(id: string): Promise<{ recheckInMs?: number }> {
     let job = await this.load(id);
-    if (!job || (job.status !== "QUEUED" && job.status !== "DISPATCHED" && job.status !== "RUNNING")) return;
+    if (!job || (job.status !== "QUEUED" && job.status !== "DISPATCHED" && job.status !== "RUNNING")) return {};
     const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
-    if (!job.invoked && (!endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted" || endpoint.status === "Failed")) {
+    const gone = !endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted" || (endpoint.status === "Failed" && endpoint.provider === "sagemaker");
+    if (!job.invoked && gone) {
       const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
       await this.transition(id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
-      return;
+      return {};
     }
+    if (job.status === "QUEUED" && !job.slotClaimedAt) {
+      const waiting = await this.claimSlot(id);
+      if (waiting) return { recheckInMs: this.recheckFor(waiting) };
+      job = (await this.load(id))!;
+      if (job.status !== "QUEUED") return {};
+    }
+    if (endpoint!.provider === "webui") {
+      if (!this.webUi) throw new Error("no WebUI executor is wired");
+      return this.webUi.run(job, endpoint!);
+    }
+    return this.dispatchToSageMaker(job, endpoint!);
+  }
+
+  private async dispatchToSageMaker(job: InferenceEntity, endpoint: EndpointEntity): Promise<{ recheckInMs?: number }> {
+    const id = job.id;
     if (!job.payloadWritten) {
       const token = randomBytes(24).toString("base64url");
       const payload = {
@@ -401,7 +488,24 @@ export class InferenceService {
       job = (await this.load(id))!;
     }
     if (!job.invoked) {
-      if (job.status !== "QUEUED") return;
+      if (job.status !== "QUEUED") return {};
+      const locations = asyncOutputLocations(this.settings.bucket, endpoint.name);
+      if (job.invokeStartedAt) {
+        // A worker died between calling the endpoint and recording it. SageMaker names the output after
+        // the InferenceId: an output or failure document there proves the call went through.
+        const [output, failure] = [locations.output(id), locations.failure(id)];
+        const evidence = (await this.store.head(keyOf(output, this.settings.bucket)!)) ?? (await this.store.head(keyOf(failure, this.settings.bucket)!));
+        if (evidence) {
+          await this.db.getRepository(InferenceEntity).update({ id }, { invoked: true, outputLocation: output, failureLocation: failure });
+          await this.transition(id, "DISPATCHED", { dispatchedAt: job.invokeStartedAt }, { endpointName: job.endpointName, recovered: "the invocation was accepted before the worker stopped" }, "dispatched");
+          await this.queue.enqueue("inference.watch", { inferenceId: id }, inferenceJobIds.watch(id));
+          return {};
+        }
+        // No evidence yet: invoking again with the same InferenceId may compute twice but never loses
+        // the job; both runs write the same output key, and the job collects it once.
+        await this.note(job, "redispatched", { reason: "the worker stopped while invoking the endpoint; invoking again with the same InferenceId" });
+      }
+      await this.db.getRepository(InferenceEntity).update({ id }, { invokeStartedAt: new Date() });
       try {
         const out = await this.invoker.invoke({
           endpointName: job.endpointName,
@@ -415,11 +519,84 @@ export class InferenceService {
         if (!(e instanceof SageMakerRequestError)) throw e;
         const reason = `SageMaker refused the invocation: ${e.message}`;
         await this.transition(id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
-        return;
+        return {};
       }
       await this.transition(id, "DISPATCHED", { dispatchedAt: new Date() }, { endpointName: job.endpointName }, "dispatched");
     }
     await this.queue.enqueue("inference.watch", { inferenceId: id }, inferenceJobIds.watch(id));
+    return {};
+  }
+
+  // ---------------------------------------------------------------- the gate
+
+  /** Jobs an endpoint runs at once: one per WebUI server; instances × concurrency on SageMaker, and one to wake an endpoint at zero. */
+  private capacityOf(endpoint: EndpointEntity | null): number {
+    if (!endpoint) return 0;
+    if (endpoint.provider === "webui") return endpoint.status === "InService" ? 1 : 0;
+    return Math.max(1, endpoint.currentInstanceCount * this.settings.maxConcurrentInvocationsPerInstance);
+  }
+
+  /** Position of a queued job: waiting jobs queued before it, plus what holds the endpoint's slots. */
+  private async standing(tx: import("typeorm").EntityManager, job: Pick<InferenceEntity, "id" | "endpointId" | "endpointName" | "queuedAt">, endpoint: EndpointEntity | null): Promise<QueueStanding> {
+    const [counts] = (await tx.query(
+      `SELECT count(*) FILTER (WHERE status IN ('DISPATCHED', 'RUNNING') OR (status = 'QUEUED' AND slot_claimed_at IS NOT NULL))::int AS in_flight,
+              count(*) FILTER (WHERE status = 'QUEUED' AND slot_claimed_at IS NULL AND (queued_at, id) < ($2, $3))::int AS ahead
+         FROM inferences WHERE endpoint_id = $1 AND status IN ('QUEUED', 'DISPATCHED', 'RUNNING')`,
+      [job.endpointId, job.queuedAt ?? new Date(), job.id],
+    )) as [{ in_flight: number; ahead: number }];
+    const { in_flight: inFlight, ahead } = counts;
+    const capacity = this.capacityOf(endpoint);
+    const position = ahead + 1;
+    let reason: string | undefined;
+    if (endpoint?.provider === "webui" && endpoint.status !== "InService") reason = `WebUI server ${endpoint.name} is out of service (${endpoint.failureReason ?? endpoint.status}); the job waits until it answers again`;
+    else if (endpoint?.provider === "sagemaker" && endpoint.currentInstanceCount === 0) reason = `endpoint ${job.endpointName} has no instances running; the first job wakes it and the rest wait until it scales up`;
+    else if (ahead + inFlight >= capacity) reason = `endpoint ${job.endpointName} is busy (${inFlight} of ${capacity} running)`;
+    return { position, ahead, capacity, inFlight, ...(reason ? { reason } : {}) };
+  }
+
+  private standingData(st: QueueStanding): Record<string, unknown> {
+    return { position: st.position, ahead: st.ahead, capacity: st.capacity, inFlight: st.inFlight, waitingForCapacity: st.ahead + st.inFlight >= st.capacity, ...(st.reason ? { reason: st.reason } : {}) };
+  }
+
+  /**
+   * Takes one of the endpoint's slots for a queued job when it is first in line and a slot is free
+   * (under the endpoint's row lock, so that concurrent dispatchers never hand out a slot twice).
+   * Otherwise returns its standing, announcing a changed position.
+   */
+  private async claimSlot(id: string): Promise<QueueStanding | undefined> {
+    return this.events.transaction(async (tx, events) => {
+      const peek = await tx.getRepository(InferenceEntity).findOneBy({ id });
+      if (!peek) return undefined;
+      const endpoint = await tx.getRepository(EndpointEntity).createQueryBuilder("e").setLock("pessimistic_write").where("e.id = :id", { id: peek.endpointId }).getOne();
+      const job = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id }).getOne();
+      if (!job || job.status !== "QUEUED" || job.slotClaimedAt) return undefined;
+      const st = await this.standing(tx, job, endpoint);
+      if (st.ahead + st.inFlight < st.capacity && !(endpoint?.provider === "webui" && endpoint.status !== "InService")) {
+        await tx.update(InferenceEntity, { id }, { slotClaimedAt: new Date() });
+        return undefined;
+      }
+      if (st.position !== job.lastPosition) {
+        await tx.update(InferenceEntity, { id }, { lastPosition: st.position });
+        await appendInferenceEvent(events, id, job.creatorId, { type: "position", data: { status: "QUEUED", ...this.standingData(st) } });
+      }
+      return st;
+    });
+  }
+
+  /** The first waiting jobs are woken when a slot frees; the rest look again later, the further back the later. */
+  private recheckFor(st: QueueStanding): number {
+    return Math.min(60_000, this.settings.dispatchRecheckMs * Math.max(1, Math.ceil(st.position / WAKE_AHEAD)));
+  }
+
+  /** Wakes the next waiting jobs of an endpoint (a slot freed, the queue moved, the server came back). */
+  async wakeWaiting(endpointId: string): Promise<void> {
+    const next = await this.db.getRepository(InferenceEntity).find({
+      select: { id: true },
+      where: { endpointId, status: "QUEUED" },
+      order: { queuedAt: "ASC", id: "ASC" },
+      take: WAKE_AHEAD,
+    });
+    await Promise.all(next.map((j) => this.queue.wake(inferenceJobIds.dispatch(j.id))));
   }
 
   /** One look at the output and failure locations; collects the result, or asks to look again later. */
@@ -481,12 +658,28 @@ export class InferenceService {
 
   /** Parses the `.out` document (§7 step 5) and stores images and the parameter file (§7 step 6). Repeatable. */
   private async collect(job: InferenceEntity, outputKey: string): Promise<void> {
+    let doc: unknown;
+    try {
+      const bytes = await this.store.getBytes(outputKey, this.settings.maxDocumentBytes);
+      doc = parseWebUiJson(bytes?.toString("utf8") ?? "null");
+    } catch (e) {
+      const reason = `the output could not be processed: ${(e as Error).message}`;
+      await this.transition(job.id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
+      return;
+    }
+    await this.complete(job, doc);
+  }
+
+  /**
+   * Stores a WebUI answer (`{images, parameters, info}`, as the container's `.out` or a WebUI server
+   * returns it) as the job's result and ends the job SUCCEEDED; a cancelled job stays cancelled.
+   */
+  async complete(job: InferenceEntity, document: unknown): Promise<void> {
     const keys = inferenceKeys(job.taskType, job.id);
     const images: string[] = [];
     let paramFile: Record<string, unknown>;
     try {
-      const bytes = await this.store.getBytes(outputKey, this.settings.maxDocumentBytes);
-      const doc = parseWebUiJson(bytes?.toString("utf8") ?? "null") as Record<string, unknown> | null;
+      const doc = document as Record<string, unknown> | null;
       if (doc === null || typeof doc !== "object") throw new Error("the endpoint returned null (an error inside the container)");
       const raw = Array.isArray(doc.images) ? doc.images : typeof doc.image === "string" ? [doc.image] : [];
       const single = !Array.isArray(doc.images);
@@ -520,16 +713,27 @@ export class InferenceService {
       throw DomainError.unauthenticated("the progress token does not belong to this job");
     }
     const v = parseInput(progressSchema, body);
-    const step = Math.min(v.step, v.total_steps);
-    if (step <= job.lastStep) return;
-    let previewKey: string | undefined;
+    let preview: Buffer | undefined;
     if (v.preview !== undefined) {
       const bytes = Buffer.from(v.preview, "base64");
       const size = pngSize(bytes);
-      if (size && size.width <= 128 && size.height <= 128) {
-        previewKey = `${job.taskType}/infer_v2/${job.id}/preview-${step}.png`;
-        await this.store.putObject(previewKey, bytes, "image/png");
-      }
+      if (size && size.width <= 128 && size.height <= 128) preview = bytes;
+    }
+    await this.recordProgress(job, { step: v.step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds ?? null, ...(preview ? { preview } : {}) });
+  }
+
+  /**
+   * Records a step (only forwards): the first one moves a DISPATCHED job to RUNNING; a preview (a
+   * small PNG) is stored under the job's prefix and named in the event.
+   */
+  async recordProgress(job: InferenceEntity, p: { step: number; totalSteps: number; etaSeconds: number | null; preview?: Buffer }): Promise<void> {
+    const step = Math.min(p.step, p.totalSteps);
+    const v = { total_steps: p.totalSteps, eta_seconds: p.etaSeconds };
+    if (step <= job.lastStep) return;
+    let previewKey: string | undefined;
+    if (p.preview) {
+      previewKey = `${job.taskType}/infer_v2/${job.id}/preview-${step}.png`;
+      await this.store.putObject(previewKey, p.preview, "image/png");
     }
     // Under the row lock: a callback racing with the job's end (or a cancel) records nothing after it.
     await this.events.transaction(async (tx, events) => {
@@ -539,7 +743,7 @@ export class InferenceService {
       const starts = current.status === "DISPATCHED";
       await tx.update(InferenceEntity, { id: job.id }, { lastStep: step, totalSteps: v.total_steps, ...(previewKey ? { previewKey } : {}), ...(starts ? { status: "RUNNING" as const } : {}) });
       if (starts) await appendInferenceEvent(events, job.id, current.creatorId, { type: "running", data: { status: "RUNNING", previous: "DISPATCHED", step, totalSteps: v.total_steps } });
-      await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds ?? null, ...(previewKey ? { previewKey } : {}) } });
+      await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds, ...(previewKey ? { previewKey } : {}) } });
     });
   }
 
@@ -632,6 +836,7 @@ export class InferenceService {
       totalSteps: i.totalSteps,
       previewKey: i.previewKey,
       cancelRequested: i.cancelRequested,
+      queuePosition: i.status === "QUEUED" && !i.slotClaimedAt ? i.lastPosition : null,
       createdAt: i.createdAt,
       queuedAt: i.queuedAt,
       dispatchedAt: i.dispatchedAt,
@@ -661,14 +866,39 @@ export class InferenceService {
     return this.events.follow(streamId, v);
   }
 
-  /** Changes status under the row lock if allowed; records the event (terminal for final states). */
+  /** Ends a job FAILED with the reason (refused when it already ended). */
+  fail(id: string, reason: string): Promise<boolean> {
+    return this.transition(id, "FAILED", { failureReason: reason.slice(0, 8000), completedAt: new Date() }, { reason: reason.slice(0, 8000) }, "failed");
+  }
+
+  /** Moves a queued job whose slot was taken to DISPATCHED (a WebUI server took it). */
+  markDispatched(id: string, data: Record<string, unknown>): Promise<boolean> {
+    return this.transition(id, "DISPATCHED", { dispatchedAt: new Date() }, data, "dispatched");
+  }
+
+  /** Records a job event that changes no status (a retry, a lost server). */
+  async note(job: Pick<InferenceEntity, "id" | "creatorId">, type: string, data: Record<string, unknown>): Promise<void> {
+    await this.events.transaction((_tx, events) => appendInferenceEvent(events, job.id, job.creatorId, { type, data }));
+  }
+
+  async reload(id: string): Promise<InferenceEntity | null> {
+    return this.load(id);
+  }
+
+  /**
+   * Changes status under the row lock if allowed; records the event (terminal for final states).
+   * A job that ends frees its endpoint slot (or its place in line): the next waiting jobs are woken.
+   */
   private async transition(id: string, to: InferenceStatus, patch: Partial<Omit<InferenceEntity, "models">>, data: Record<string, unknown>, type: string): Promise<boolean> {
-    return this.events.transaction(async (tx, events) => {
+    const endpointId = await this.events.transaction(async (tx, events) => {
       const job = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id }).getOne();
-      if (!job || job.status === to || !canTransition(job.status, to)) return false;
+      if (!job || job.status === to || !canTransition(job.status, to)) return undefined;
       await tx.update(InferenceEntity, { id }, { ...patch, status: to });
       await appendInferenceEvent(events, id, job.creatorId, { type, data: { status: to, previous: job.status, ...data }, terminal: isFinal(to) });
-      return true;
+      return job.endpointId;
     });
+    if (endpointId === undefined) return false;
+    if (isFinal(to)) await this.wakeWaiting(endpointId).catch((err: unknown) => this.log.warn({ err, inference: id }, "waking the next jobs failed; they look again on their own"));
+    return true;
   }
 }

@@ -34,8 +34,12 @@ export function wireEndpoint(e: EndpointView) {
     endTime: upstreamTime(e.inServiceAt),
     status: legacyStatus(e),
     error: e.failureReason,
+    provider: e.provider,
+    ...(e.provider === "webui" ? { base_url: e.baseUrl, has_credentials: e.hasCredentials, server_models: e.serverModels, last_health_check: upstreamTime(e.lastHealthAt) } : {}),
   };
 }
+
+const REGISTER_WEBUI_FIELDS = { name: "name", base_url: "baseUrl", username: "username", password: "password", assign_to_roles: "assignToRoles" } as const;
 
 const DEPLOY_FIELDS = {
   endpoint_name: "endpointName",
@@ -59,6 +63,16 @@ export async function endpointRoutes(app: FastifyInstance, { runtime }: { runtim
     const input = Object.fromEntries(Object.entries(body).flatMap(([k, v]) => (v === null ? [] : [[DEPLOY_FIELDS[k as keyof typeof DEPLOY_FIELDS], v]])));
     const endpoint = await withWireFieldNames(WIRE_NAMES, () => runtime.endpoints.deploy(request.principal!, input));
     return sendEnvelope(reply, 202, wireEndpoint(endpoint), `Endpoint deployment started: ${endpoint.name}`);
+  });
+
+  // Diffgate's own: a self-hosted WebUI server (AUTOMATIC1111, Forge, SD.Next) as an endpoint.
+  app.post("/endpoints/webui", async (request, reply) => {
+    const body = bodyObject(request.body);
+    refuseUnknownFields(body, Object.keys(REGISTER_WEBUI_FIELDS));
+    const input = Object.fromEntries(Object.entries(body).flatMap(([k, v]) => (v === null ? [] : [[REGISTER_WEBUI_FIELDS[k as keyof typeof REGISTER_WEBUI_FIELDS], v]])));
+    const wire = Object.fromEntries(Object.entries(REGISTER_WEBUI_FIELDS).map(([w, f]) => [f, w]));
+    const endpoint = await withWireFieldNames(wire, () => runtime.endpoints.registerWebUi(request.principal!, input));
+    return sendEnvelope(reply, 201, wireEndpoint(endpoint), `WebUI endpoint registered: ${endpoint.name} (${endpoint.status})`);
   });
 
   app.get("/endpoints", async (request, reply) => {

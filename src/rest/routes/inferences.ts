@@ -34,6 +34,7 @@ export function wireInference(v: InferenceView, bucket: string) {
     output_path: v.outputLocation,
     error: v.failureReason,
     progress: v.totalSteps ? { step: v.lastStep, total_steps: v.totalSteps } : null,
+    queue_position: v.queuePosition,
     params: {
       input_body_s3: `s3://${bucket}/${v.paramsKey}`,
       sagemaker_inference_endpoint_id: v.endpointId,

@@ -1,7 +1,11 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn, UpdateDateColumn } from "typeorm";
-import { ENDPOINT_STATUSES, ENDPOINT_TYPES, type EndpointStatus, type EndpointType } from "../../../domain/endpoints.js";
+import { ENDPOINT_PROVIDERS, ENDPOINT_STATUSES, ENDPOINT_TYPES, type EndpointProvider, type EndpointStatus, type EndpointType } from "../../../domain/endpoints.js";
 
-/** A SageMaker endpoint deployed through Diffgate. A name is unique among endpoints not yet deleted. */
+/**
+ * A SageMaker endpoint deployed through Diffgate, or a self-hosted WebUI server registered with it
+ * (provider webui: base URL and credentials instead of SageMaker resources). A name is unique among
+ * endpoints not yet deleted.
+ */
 @Entity({ name: "endpoints" })
 @Index("UQ_endpoints_live_name", ["name"], { unique: true, where: `"status" <> 'Deleted'` })
 export class EndpointEntity {
@@ -10,6 +14,28 @@ export class EndpointEntity {
 
   @Column({ type: "varchar", length: 63 })
   name!: string;
+
+  @Column({ type: "enum", enum: ENDPOINT_PROVIDERS, enumName: "endpoint_provider", default: "sagemaker" })
+  provider!: EndpointProvider;
+
+  /** WebUI servers: where `/sdapi/v1` is served. */
+  @Column({ name: "base_url", type: "text", nullable: true })
+  baseUrl!: string | null;
+
+  /** WebUI servers: the `--api-auth` user and password, encrypted (never returned). */
+  @Column({ name: "credentials_sealed", type: "text", nullable: true })
+  credentialsSealed!: string | null;
+
+  /** WebUI servers: the checkpoint titles the server offered at its last health check. */
+  @Column({ name: "server_models", type: "text", array: true, default: () => "'{}'" })
+  serverModels!: string[];
+
+  /** WebUI servers: health checks failed in a row (reset by one that succeeds). */
+  @Column({ name: "health_failures", type: "integer", default: 0 })
+  healthFailures!: number;
+
+  @Column({ name: "last_health_at", type: "timestamptz", nullable: true })
+  lastHealthAt!: Date | null;
 
   @Column({ name: "endpoint_type", type: "enum", enum: ENDPOINT_TYPES, enumName: "endpoint_type" })
   endpointType!: EndpointType;

@@ -9,6 +9,7 @@ export type UsedModels = Record<string, Array<{ id: string; model_name: string; 
 @Index("IDX_inferences_creator_created", ["creatorId", "createdAt", "id"])
 @Index("IDX_inferences_created", ["createdAt", "id"])
 @Index("IDX_inferences_endpoint_status", ["endpointId", "status"])
+@Index("IDX_inferences_endpoint_queue", ["endpointId", "queuedAt", "id"], { where: `"status" = 'QUEUED'` })
 @Index("UQ_inferences_creator_idempotency", ["creatorId", "idempotencyKey"], { unique: true, where: `"idempotency_key" IS NOT NULL` })
 export class InferenceEntity {
   @PrimaryColumn("uuid")
@@ -45,8 +46,30 @@ export class InferenceEntity {
   @Column({ name: "payload_written", type: "boolean", default: false })
   payloadWritten!: boolean;
 
+  /**
+   * When the job took one of its endpoint's slots (capacity gate); with QUEUED it counts as in flight,
+   * so that two dispatchers never give the same slot away twice.
+   */
+  @Column({ name: "slot_claimed_at", type: "timestamptz", nullable: true })
+  slotClaimedAt!: Date | null;
+
+  /**
+   * Set just before the endpoint is called. With `invoked` still false after a crash, the call may or
+   * may not have reached the endpoint: the retry looks for evidence before calling again.
+   */
+  @Column({ name: "invoke_started_at", type: "timestamptz", nullable: true })
+  invokeStartedAt!: Date | null;
+
   @Column({ type: "boolean", default: false })
   invoked!: boolean;
+
+  /** How many times the job was sent to a WebUI server (a lost worker or a retried server failure sends it again). */
+  @Column({ name: "run_attempts", type: "integer", default: 0 })
+  runAttempts!: number;
+
+  /** The queue position last announced in an event (positions are announced when they change). */
+  @Column({ name: "last_position", type: "integer", nullable: true })
+  lastPosition!: number | null;
 
   @Column({ name: "output_location", type: "text", nullable: true })
   outputLocation!: string | null;
