@@ -462,6 +462,8 @@ export class InferenceService {
     if (job.status === "QUEUED" && !job.slotClaimedAt) {
       const waiting = await this.claimSlot(id);
       if (waiting) return { recheckInMs: this.recheckFor(waiting) };
+      // The line moved: the jobs behind announce their new places.
+      void this.wakeWaiting(job.endpointId).catch((err: unknown) => this.log.warn({ err, inference: id }, "waking the next jobs failed; they look again on their own"));
       job = (await this.load(id))!;
       if (job.status !== "QUEUED") return {};
     }
