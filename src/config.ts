@@ -120,6 +120,7 @@ const envSchema = z.object({
   INFERENCE_WATCH_INITIAL_MS: intIn(10, 60_000, 500),
   INFERENCE_PROGRESS_PREVIEW_EVERY: intIn(0, 1000, 5),
   DISPATCH_RECHECK_MS: intIn(100, 600_000, 2_000),
+  ENDPOINT_QUEUE_AHEAD: intIn(0, 100, 1),
   WEBUI_HEALTH_INTERVAL_MS: intIn(1000, 24 * 3600_000, 15_000),
   WEBUI_HEALTH_TIMEOUT_MS: intIn(100, 120_000, 5_000),
   WEBUI_PROGRESS_INTERVAL_MS: intIn(50, 60_000, 500),
@@ -211,6 +212,8 @@ export interface Config {
     previewEvery: number;
     /** How often a job waiting for its endpoint's capacity looks again when nothing wakes it sooner. */
     dispatchRecheckMs: number;
+    /** Jobs per SageMaker instance handed over beyond its concurrency, waiting in SageMaker's own queue. */
+    queueAheadPerInstance: number;
   };
   webui: {
     healthIntervalMs: number;
@@ -336,6 +339,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       watchInitialMs: e.INFERENCE_WATCH_INITIAL_MS,
       previewEvery: e.INFERENCE_PROGRESS_PREVIEW_EVERY,
       dispatchRecheckMs: e.DISPATCH_RECHECK_MS,
+      queueAheadPerInstance: e.ENDPOINT_QUEUE_AHEAD,
     },
     webui: {
       healthIntervalMs: e.WEBUI_HEALTH_INTERVAL_MS,

@@ -165,6 +165,7 @@ export class Runtime {
         maxConcurrentInvocationsPerInstance: sm.maxConcurrentInvocationsPerInstance,
         maxDocumentBytes: 256 * 1024 * 1024,
         dispatchRecheckMs: inf.dispatchRecheckMs,
+        queueAheadPerInstance: inf.queueAheadPerInstance,
       },
       log.child({ component: "inferences" }),
     );

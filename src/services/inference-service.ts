@@ -38,6 +38,11 @@ export interface InferenceSettings {
   maxDocumentBytes: number;
   /** How often a job waiting for capacity looks again when nothing wakes it sooner. */
   dispatchRecheckMs: number;
+  /**
+   * Jobs per SageMaker instance dispatched beyond its concurrency: they wait in SageMaker's own queue,
+   * so that an instance never idles while Diffgate notices that a job finished.
+   */
+  queueAheadPerInstance: number;
 }
 
 /**
@@ -531,11 +536,14 @@ export class InferenceService {
 
   // ---------------------------------------------------------------- the gate
 
-  /** Jobs an endpoint runs at once: one per WebUI server; instances × concurrency on SageMaker, and one to wake an endpoint at zero. */
+  /**
+   * Jobs an endpoint is given at once: one per WebUI server; on SageMaker, instances × (concurrency +
+   * queue-ahead), and one to wake an endpoint scaled to zero (its backlog alarm scales it up).
+   */
   private capacityOf(endpoint: EndpointEntity | null): number {
     if (!endpoint) return 0;
     if (endpoint.provider === "webui") return endpoint.status === "InService" ? 1 : 0;
-    return Math.max(1, endpoint.currentInstanceCount * this.settings.maxConcurrentInvocationsPerInstance);
+    return Math.max(1, endpoint.currentInstanceCount * (this.settings.maxConcurrentInvocationsPerInstance + this.settings.queueAheadPerInstance));
   }
 
   /** Position of a queued job: waiting jobs queued before it, plus what holds the endpoint's slots. */
@@ -637,6 +645,9 @@ export class InferenceService {
       return {};
     }
     await this.db.getRepository(InferenceEntity).increment({ id }, "outputChecks", 1);
+    // Jobs waiting behind this one: look at the first pace, so that the slot frees as soon as it can.
+    const behind = await this.db.getRepository(InferenceEntity).exists({ where: { endpointId: job.endpointId, status: "QUEUED" } });
+    if (behind) return { recheckInMs: this.settings.watchInitialMs };
     return { recheckInMs: Math.min(30_000, Math.round(this.settings.watchInitialMs * 1.5 ** Math.min(job.outputChecks, 20))) };
   }
 

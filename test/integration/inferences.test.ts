@@ -296,7 +296,7 @@ function followInference(id: string, key: string): Promise<Ev[]> {
 describe("the endpoint's gate", () => {
   it("dispatches no more jobs than the endpoint's capacity; the others wait with positions that move up", async () => {
     const ids: string[] = [];
-    for (const prompt of ["g1", "g2", "g3"]) {
+    for (const prompt of ["g1", "g2", "g3", "g4"]) {
       const res = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt, steps: 20, width: 64, height: 64 } });
       expect(res.status).toBe(202);
       ids.push(res.body.data.inference_id);
@@ -308,13 +308,13 @@ describe("the endpoint's gate", () => {
       if (rows.every((r) => ["SUCCEEDED", "FAILED", "CANCELLED"].includes(r.status))) break;
       await new Promise((r) => setTimeout(r, 20));
     }
-    // One instance × ENDPOINT_MAX_CONCURRENT_INVOCATIONS (1).
-    expect(maxInFlight).toBe(1);
-    const third = await stack.runtime.events.readAfter(ids[2]!, 0);
-    const queued = third.find((e) => e.type === "queued")!.data;
-    expect(queued).toMatchObject({ capacity: 1, waitingForCapacity: true, reason: expect.stringContaining("is busy") });
+    // One instance × (ENDPOINT_MAX_CONCURRENT_INVOCATIONS 1 + ENDPOINT_QUEUE_AHEAD 1).
+    expect(maxInFlight).toBe(2);
+    const last = await stack.runtime.events.readAfter(ids[3]!, 0);
+    const queued = last.find((e) => e.type === "queued")!.data;
+    expect(queued).toMatchObject({ capacity: 2, waitingForCapacity: true, reason: expect.stringContaining("is busy") });
     expect(queued.position).toBeGreaterThanOrEqual(2);
-    expect(third.filter((e) => e.type === "position").map((e) => e.data.position)).toContain(1);
+    expect(last.filter((e) => e.type === "position").map((e) => e.data.position)).toContain(1);
     const invokedAt = ids.map((id) => stack.emulator.calls("InvokeEndpointAsync").find((c) => c.body.InferenceId === id));
     expect(invokedAt.every(Boolean)).toBe(true);
   });
