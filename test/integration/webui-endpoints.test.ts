@@ -286,3 +286,32 @@ describe("jobs on a WebUI server", () => {
     expect(gpu.interrupts.at(-1)!.runningTaskId).toBe(id);
   });
 });
+
+describe("with WEBUI_RETRY_ON_SERVER_FAILURE", () => {
+  it("runs a job once more when its server comes back after dying under it", async () => {
+    const box = await startWebUiDouble({ stepMs: 30 });
+    const retrying = await startTestStack({ worker: true, env: { WEBUI_RETRY_ON_SERVER_FAILURE: "true", WEBUI_HEALTH_INTERVAL_MS: "1000", WEBUI_PROGRESS_INTERVAL_MS: "60", DISPATCH_RECHECK_MS: "300" } });
+    try {
+      const reg = await rest(retrying.baseUrl, "POST", "/endpoints/webui", { key: retrying.adminKey, body: { name: "flaky", base_url: box.url } });
+      expect(reg.body.data.endpoint_status).toBe("InService");
+      box.crashDuringNextJob(2);
+      const res = await rest(retrying.baseUrl, "POST", "/inferences", { key: retrying.adminKey, body: { sagemaker_endpoint_name: "webui-flaky", task_type: "txt2img", prompt: "again", steps: 6, width: 64, height: 64 } });
+      const id = res.body.data.inference_id as string;
+      await until("the server to be lost", async () => (await retrying.runtime.events.readAfter(id, 0)).some((e) => e.type === "server-lost"));
+      await new Promise((r) => setTimeout(r, 500));
+      await box.restart();
+      const done = await until("the job to finish", async () => {
+        const j = (await rest(retrying.baseUrl, "GET", `/inferences/${id}`, { key: retrying.adminKey })).body.data;
+        return ["succeed", "failed", "cancelled"].includes(j?.status) && j;
+      });
+      expect(done).toMatchObject({ status: "succeed", image_names: ["image_0.png"] });
+      const types = (await retrying.runtime.events.readAfter(id, 0)).map((e) => e.type);
+      expect(types.filter((t) => t === "server-lost")).toHaveLength(1);
+      expect(types.filter((t) => t === "redispatched")).toHaveLength(1);
+      expect(box.requests.filter((r) => r.path === "/sdapi/v1/txt2img" && (r.body as { force_task_id?: string }).force_task_id === id)).toHaveLength(2);
+    } finally {
+      await retrying.close();
+      await box.close();
+    }
+  }, 60_000);
+});
