@@ -401,13 +401,21 @@ export class InferenceService {
   /**
    * A WebUI server uses its own checkpoint files: the Stable-diffusion model names one of the models
    * it offered at its last health check (title, name or file name); other model types are named in
-   * the prompt or the parameters, as on the server itself.
+   * the prompt or the parameters, as on the server itself; a VAE (other than Automatic/None) is
+   * passed as the server's `sd_vae` setting for the request.
    */
   private webUiModels(endpoint: EndpointEntity, task: InferenceTaskType, models: Record<string, string[]>): UsedModels {
     if (task !== "txt2img" && task !== "img2img") throw DomainError.badInput(`taskType: WebUI endpoints run txt2img and img2img (got ${task})`, "taskType");
     const used: UsedModels = {};
-    for (const [type, names] of Object.entries(models)) {
+    for (const [type, all] of Object.entries(models)) {
+      // The WebUI extension always sends VAE Automatic (or None): the server's own choice.
+      const names = type === "VAE" ? all.filter((n) => n !== "None" && n !== "Automatic") : all;
       if (!names.length) continue;
+      if (type === "VAE") {
+        if (names.length > 1) throw DomainError.badInput("models.VAE: name one VAE", "models.VAE");
+        used[type] = [{ id: "", model_name: names[0]!, s3: "", type }];
+        continue;
+      }
       if (type !== "Stable-diffusion") throw DomainError.badInput(`models.${type}: a WebUI server uses its own ${type} files; name them in the prompt or parameters (only models.Stable-diffusion chooses the checkpoint)`, `models.${type}`);
       if (names.length > 1) throw DomainError.badInput("models.Stable-diffusion: name one checkpoint", "models.Stable-diffusion");
       const title = this.webUi?.serverModel(endpoint, names[0]!);

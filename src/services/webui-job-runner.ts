@@ -91,12 +91,14 @@ export class WebUiJobRunner implements WebUiJobExecutor {
       await this.inferences.fail(job.id, "the job's parameters are missing from the store");
       return {};
     }
-    const title = (job.models as Record<string, Array<{ model_name: string }>>)["Stable-diffusion"]?.[0]?.model_name;
+    const used = job.models as Record<string, Array<{ model_name: string }>>;
+    const title = used["Stable-diffusion"]?.[0]?.model_name;
+    const vae = used.VAE?.[0]?.model_name;
     const overrides = typeof params.override_settings === "object" && params.override_settings !== null ? (params.override_settings as Record<string, unknown>) : {};
     const body: Record<string, unknown> = {
       ...params,
       force_task_id: job.id,
-      override_settings: { ...overrides, ...(title ? { sd_model_checkpoint: title } : {}) },
+      override_settings: { ...overrides, ...(title ? { sd_model_checkpoint: title } : {}), ...(vae ? { sd_vae: vae } : {}) },
       override_settings_restore_afterwards: true,
       send_images: true,
       save_images: false,
@@ -104,7 +106,8 @@ export class WebUiJobRunner implements WebUiJobExecutor {
 
     const startedAt = new Date();
     await this.db.getRepository(InferenceEntity).update({ id: job.id }, { invokeStartedAt: startedAt, runAttempts: job.runAttempts + 1 });
-    if (job.status === "QUEUED") await this.inferences.markDispatched(job.id, { endpointName: endpoint.name, provider: "webui" });
+    // Refused only when the job changed meanwhile (cancelled after it took its slot): nothing is sent.
+    if (job.status === "QUEUED" && !(await this.inferences.markDispatched(job.id, { endpointName: endpoint.name, provider: "webui" }))) return {};
     const task = job.taskType === "img2img" ? "img2img" : "txt2img";
 
     const abort = new AbortController();

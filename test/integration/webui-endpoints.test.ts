@@ -1,4 +1,7 @@
+import { readFile } from "node:fs/promises";
 import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { createClient } from "graphql-ws";
 import { PNG } from "pngjs";
 import WebSocket from "ws";
@@ -168,7 +171,7 @@ describe("jobs on a WebUI server", () => {
     const created = await gql(
       base,
       `mutation($input: CreateInferenceInput!) { createInference(input: $input) { inference { id status } } }`,
-      { input: { taskType: "txt2img", endpointName: endpoint, models: { "Stable-diffusion": ["dreamshaper_8"] }, parameters: { prompt: "a red fox", steps: 12, width: 96, height: 64, seed: 42, batch_size: 2, override_settings: { CLIP_stop_at_last_layers: 2 } } } },
+      { input: { taskType: "txt2img", endpointName: endpoint, models: { "Stable-diffusion": ["dreamshaper_8"], VAE: ["Automatic"] }, parameters: { prompt: "a red fox", steps: 12, width: 96, height: 64, seed: 42, batch_size: 2, override_settings: { CLIP_stop_at_last_layers: 2 } } } },
       { key: admin },
     );
     expect(created.body.errors).toBeUndefined();
@@ -205,6 +208,24 @@ describe("jobs on a WebUI server", () => {
     }
     const rest1 = await job(id);
     expect(rest1).toMatchObject({ status: "succeed", image_names: ["image_0.png", "image_1.png"] });
+  });
+
+  it("runs the WebUI extension's two-step flow with its real txt2img parameters unchanged", async () => {
+    const created = await rest(base, "POST", "/inferences", {
+      key: admin,
+      body: { task_type: "txt2img", inference_type: "Async", models: { "Stable-diffusion": ["v1-5-pruned-emaonly.safetensors"], VAE: ["Automatic"] }, filters: { createAt: 1700000000.5, creator: "sd-webui" }, sagemaker_endpoint_name: endpoint },
+    });
+    expect(created.status).toBe(201);
+    const inf = created.body.data.inference;
+    const params = await readFile(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/webui-payloads/txt2img_api_param.json"), "utf8");
+    expect((await fetch(inf.api_params_s3_upload_url, { method: "PUT", body: params })).status).toBe(200);
+    expect((await rest(base, "PUT", `/inferences/${inf.id}/start`, { key: admin })).status).toBe(202);
+    const done = await finished(inf.id);
+    expect(done).toMatchObject({ status: "succeed", image_names: ["image_0.png"] });
+    const sent = gpu.requests.find((r) => r.path === "/sdapi/v1/txt2img" && (r.body as any).force_task_id === inf.id)!.body as Record<string, any>;
+    expect(sent.override_settings.sd_model_checkpoint).toMatch(/^v1-5-pruned-emaonly\.safetensors \[/);
+    expect(sent.override_settings.sd_vae).toBeUndefined();
+    expect(sent.prompt).toContain("aws logo");
   });
 
   it("runs one job at a time per server; the others wait with positions that move up", async () => {
