@@ -137,10 +137,13 @@ describe("a worker killed while a WebUI server runs its job", () => {
       expect(res.status).toBe(202);
       const id = res.body.data.inference_id as string;
       await until("the server to run it", async () => (gpu.runningTaskId() === id ? true : undefined));
-      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) await w.stop("SIGKILL");
+      // The next worker is up before the first dies, so that it takes over while the orphan still runs.
+      const running = workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
+      const next = worker();
+      await next.waitFor(/worker: \d+ concurrent jobs/);
+      for (const w of running) await w.stop("SIGKILL");
       // The server goes on with the orphaned request; the next worker must not wait for nor keep it.
       expect(gpu.runningTaskId()).toBe(id);
-      worker();
       const done = await until("the job to finish", async () => {
         const r = await rest(stack.baseUrl, "GET", `/inferences/${id}`, { key: stack.adminKey });
         return ["succeed", "failed", "cancelled"].includes(r.body.data?.status) ? r : undefined;
