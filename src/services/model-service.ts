@@ -14,6 +14,7 @@ import { TarFormatError } from "../adapters/storage/tar-reader.js";
 import { MAX_PARTS, extensionOf, fileNameProblem } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
 import type { StoredEvent } from "../domain/events.js";
+import { nameBasedUuid } from "../domain/name-uuid.js";
 import { assertMayChange, visibleToCaller } from "../domain/ownership.js";
 import type { Principal } from "../domain/principal.js";
 import {
@@ -560,7 +561,7 @@ export class ModelService {
       return extensionOf(o.key.split("/").at(-1) ?? "") && !lower.endsWith(".yaml") ? [{ key: o.key, kind: "file" }] : [];
     });
     const o = m.options as { name: string };
-    const checkpointId = m.id;
+    const checkpointId = nameBasedUuid(`merge-checkpoint:${m.id}`);
     try {
       await this.produced.register(
         { id: checkpointId, type: "Stable-diffusion", source: "merge", message: `merged from ${m.sourceNames.join(", ")} (${m.method}, ${m.ratio})`, creatorId: m.creatorId, allowedRoles: m.allowedRoles },
