@@ -24,7 +24,7 @@ export interface JobPayloads {
   "model.create": { modelId: string };
   /** Creates a training's SageMaker job and follows it to the end; job id `training-run-<id>`. */
   "training.run": { trainingId: string };
-  /** Re-queues the run job of every unfinished training whose job was lost; repeated by a job scheduler. */
+  /** Re-queues the job of every unfinished training, model creation and merge whose job was lost; repeated by a job scheduler. */
   "trainings.reconcile": Record<string, never>;
   /** Invokes an endpoint to merge checkpoints and registers the result; job id `merge-run-<id>`. */
   "merge.run": { mergeId: string };

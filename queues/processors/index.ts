@@ -25,7 +25,7 @@ export function buildProcessors(services: { systemChecks: SystemCheckService; en
     "inference.watch": inferenceWatchProcessor(services.inferences),
     "model.create": modelCreateProcessor(services.models),
     "training.run": trainingRunProcessor(services.trainings),
-    "trainings.reconcile": trainingsReconcileProcessor(services.trainings),
+    "trainings.reconcile": trainingsReconcileProcessor(services.trainings, services.models),
     "merge.run": mergeRunProcessor(services.models),
   };
 }

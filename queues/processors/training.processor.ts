@@ -24,8 +24,10 @@ export function trainingRunProcessor(service: TrainingService): Processor<"train
   };
 }
 
-export function trainingsReconcileProcessor(service: TrainingService): Processor<"trainings.reconcile"> {
+/** Unfinished trainings, model creations and merges get their job back if it was lost. */
+export function trainingsReconcileProcessor(trainings: TrainingService, models: ModelService): Processor<"trainings.reconcile"> {
   return async () => {
-    await service.resumeUnfinished();
+    await trainings.resumeUnfinished();
+    await models.resumeUnfinished();
   };
 }

@@ -385,6 +385,15 @@ export class ModelService {
     return { recheckInMs: Math.min(30_000, Math.round(this.settings.watchInitialMs * 1.5 ** Math.min(row.outputChecks, 20))) };
   }
 
+  /** Model creations and merges whose job was lost or gave up: their job again (same id, so never twice at once). */
+  async resumeUnfinished(): Promise<number> {
+    const models = await this.db.getRepository(ModelEntity).findBy({ status: "Creating" });
+    for (const m of models) await this.queue.ensure("model.create", { modelId: m.id }, modelJobIds.create(m.id));
+    const merges = await this.db.getRepository(MergeEntity).find({ where: [{ status: "Queued" }, { status: "Merging" }] });
+    for (const m of merges) await this.queue.ensure("merge.run", { mergeId: m.id }, mergeJobIds.run(m.id));
+    return models.length + merges.length;
+  }
+
   async deleteModels(principal: Principal, ids: unknown): Promise<string[]> {
     const list = [...new Set(parseInput(z.array(idSchema, { error: "must be a list of model ids" }).min(1, { error: "must name at least one model" }).max(100, { error: "at most 100 at once" }), ids, "ids"))];
     const models = await Promise.all(list.map((id) => this.writableModel(principal, id)));

@@ -244,6 +244,28 @@ describe("dataset → model → training → checkpoint → inference", () => {
   }, 30_000);
 });
 
+describe("model creation after a crash mid-invoke", () => {
+  it("never invokes again: it waits for the output under the model's own prefix, then completes from it", async () => {
+    const created = await rest(base, "POST", "/models", { key: bob, body: { model_type: "Stable-diffusion", name: "crashed", checkpoint_id: baseCheckpoint, params: {} } });
+    const id = created.body.data.job.id as string;
+    // What a worker leaves behind when it dies between the marker and InvokeEndpointAsync's answer.
+    await stack.runtime.db.query(`UPDATE models SET status = 'Creating', endpoint_name = $2, invoke_attempted_at = now() WHERE id = $1`, [id, UTILS]);
+    await stack.runtime.events.append(id, { type: "creating", data: { status: "Creating" } });
+    const first = await stack.runtime.models.runCreate(id);
+    expect(first.recheckInMs).toBeGreaterThan(0);
+    expect(stack.emulator.invocations.list().filter((i) => i.inferenceId === id)).toHaveLength(0);
+    // The lost invocation went through after all: its output appears.
+    await stack.runtime.storage.putObject(`Stable-diffusion/model/crashed/${id}/output/crashed.tar`, Buffer.alloc(1024), "application/x-tar");
+    expect(await stack.runtime.models.runCreate(id)).toEqual({});
+    const m = (await rest(base, "GET", `/models/${id}`, { key: bob })).body.data;
+    expect(m).toMatchObject({ status: "Complete", output_files: [`Stable-diffusion/model/crashed/${id}/output/crashed.tar`] });
+    expect(stack.emulator.invocations.list().filter((i) => i.inferenceId === id)).toHaveLength(0);
+    // A finished creation is left alone by later passes and by the reconcile.
+    await stack.runtime.models.resumeUnfinished();
+    expect(await stack.runtime.models.runCreate(id)).toEqual({});
+  });
+});
+
 describe("refusals (4xx, naming the field)", () => {
   it("refuses instance types outside the list, models not Complete or not the caller's, foreign datasets and traversal in file names", async () => {
     const bad = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(catModel, {}) && { ...trainingBody(catModel), params: { training_params: { data_tar_list: [`s3://${BUCKET}/dataset/cats`], training_instance_type: "ml.p4d.24xlarge" } } } });

@@ -116,7 +116,8 @@ export async function trainingRoutes(app: FastifyInstance, { runtime }: { runtim
     const input = {
       name: body.name,
       ...(body.model_type != null ? { modelType: body.model_type } : {}),
-      ...(typeof body.checkpoint_id === "string" && body.checkpoint_id !== "" ? { checkpointId: body.checkpoint_id } : body.checkpoint_id != null && body.checkpoint_id !== "" ? { checkpointId: body.checkpoint_id } : {}),
+      // Upstream's default for checkpoint_id is "": absent.
+      ...(body.checkpoint_id != null && body.checkpoint_id !== "" ? { checkpointId: body.checkpoint_id } : {}),
       ...(files.length ? { files } : {}),
       ...(body.params != null ? { params: body.params } : {}),
       ...(body.creator !== undefined ? { creator: body.creator } : {}),
