@@ -147,6 +147,10 @@ describe("dataset → model → training → checkpoint → inference", () => {
     expect(seen.at(-1)).toMatchObject({ type: "completed", terminal: true, data: { status: "Complete" } });
     const secondary = seen.filter((e) => e.type === "secondary-status").map((e) => e.data.status);
     expect(secondary).toEqual(["Starting", "Downloading", "Training", "Uploading", "Completed"]);
+    // The emulator reports epoch/step/loss while training; each change is an event.
+    const metrics = seen.filter((e) => e.type === "metrics").map((e) => e.data);
+    expect(metrics.length).toBeGreaterThan(0);
+    expect(metrics.at(-1)).toMatchObject({ epoch: expect.any(Number), step: expect.any(Number), loss: expect.any(Number) });
     const types = seen.map((e) => e.type);
     expect(types.slice(0, 3)).toEqual(["status", "starting", "started"]);
     expect(types.indexOf("started")).toBeLessThan(types.indexOf("secondary-status"));
@@ -207,9 +211,14 @@ describe("dataset → model → training → checkpoint → inference", () => {
   }, 60_000);
 
   it("stops a running training with StopTrainingJob (SageMaker Stopping → Stopped)", async () => {
-    const created = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(catModel) });
+    const body = trainingBody(catModel);
+    (body.params.training_params as Record<string, unknown>).use_spot = true;
+    const created = await rest(base, "POST", "/trainings", { key: bob, body });
     const id = created.body.data.job.id as string;
+    expect(created.body.data.job.training.spot).toBe(true);
     expect((await rest(base, "PUT", `/trainings/${id}/start`, { key: bob })).status).toBe(202);
+    const request = (await until(async () => stack.emulator.calls("CreateTrainingJob").find((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, ""))), (c) => c !== undefined, "CreateTrainingJob"))!.body as any;
+    expect(request).toMatchObject({ EnableManagedSpotTraining: true, CheckpointConfig: { S3Uri: `s3://${BUCKET}/Lora/train/catmodel/${id}/spot-checkpoints` }, StoppingCondition: { MaxRuntimeInSeconds: 86400, MaxWaitTimeInSeconds: 172800 } });
     await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.secondary_status === "Training", "Training");
     const stopped = await rest(base, "PUT", `/trainings/${id}/stop`, { key: bob });
     expect(stopped.status).toBe(200);
@@ -242,6 +251,29 @@ describe("dataset → model → training → checkpoint → inference", () => {
     expect(final.body.data.training).toMatchObject({ status: "Fail", secondaryStatus: "Failed", checkpointId: null });
     expect(final.body.data.training.failureReason).toMatch(/AlgorithmError/);
   }, 30_000);
+});
+
+describe("model creation with an upload", () => {
+  it("takes the checkpoint's parts, completes them on PUT /models/{id} and creates the model", async () => {
+    const created = await rest(base, "POST", "/models", { key: bob, body: { model_type: "Stable-diffusion", name: "uploaded", filenames: [{ filename: "uploaded-src.safetensors", parts_number: 1 }], params: { create_model_params: { new_model_name: "uploaded" } } } });
+    expect(created.status).toBe(201);
+    const job = created.body.data.job;
+    expect(job.s3PresignUrl).toEqual([{ upload_id: expect.any(String), bucket: BUCKET, key: `Stable-diffusion/checkpoint/custom/${job.checkpoint_id}/uploaded-src.safetensors` }]);
+    const put = await fetch(created.body.data.s3PresignUrl["uploaded-src.safetensors"][0], { method: "PUT", body: Buffer.from("source weights") });
+    const noTags = await rest(base, "PUT", `/models/${job.id}`, { key: bob, body: { status: "Creating" } });
+    expect(noTags.status).toBe(400);
+    expect(noTags.body.message).toMatch(/multi parts tags is empty/);
+    const started = await rest(base, "PUT", `/models/${job.id}`, { key: bob, body: { model_id: job.id, status: "Creating", multi_parts_tags: { "uploaded-src.safetensors": [{ ETag: put.headers.get("etag"), PartNumber: 1 }] } } });
+    expect(started.status).toBe(200);
+    const done = await until(() => rest(base, "GET", `/models/${job.id}`, { key: bob }), (r) => ["Complete", "Fail"].includes(r.body.data?.status), "uploaded model");
+    expect(done.body.data.status).toBe("Complete");
+    const ckpt = await rest(base, "GET", "/checkpoints?types=Stable-diffusion", { key: bob });
+    expect(ckpt.body.data.checkpoints.find((c: any) => c.id === job.checkpoint_id)).toMatchObject({ status: "Active", name: ["uploaded-src.safetensors"] });
+    // Deleting the model keeps its source checkpoint.
+    expect((await rest(base, "DELETE", "/models", { key: bob, body: { model_id_list: [job.id] } })).status).toBe(204);
+    expect(await stack.runtime.storage.listObjects(`Stable-diffusion/model/uploaded/${job.id}/`)).toEqual([]);
+    expect((await rest(base, "GET", `/checkpoints?types=Stable-diffusion`, { key: bob })).body.data.checkpoints.some((c: any) => c.id === job.checkpoint_id)).toBe(true);
+  });
 });
 
 describe("model creation after a crash mid-invoke", () => {
