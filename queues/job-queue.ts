@@ -33,6 +33,22 @@ export class JobQueue {
     await job.promote().catch(() => undefined); // moved on meanwhile
   }
 
+  /**
+   * Makes sure a job with this id will run: adds it when absent, retries it when it failed for good,
+   * replaces it when it already completed (its record still needs work). A waiting, delayed or active
+   * job is left alone.
+   */
+  async ensure<K extends JobName>(name: K, payload: JobPayloads[K], jobId: string): Promise<void> {
+    const job = await this.queue.getJob(jobId);
+    if (!job) return this.enqueue(name, payload, jobId);
+    const state = await job.getState();
+    if (state === "failed") await job.retry("failed");
+    else if (state === "completed") {
+      await job.remove();
+      await this.enqueue(name, payload, jobId);
+    }
+  }
+
   /** Runs `name` every `everyMs` (one schedule however many workers upsert it). */
   async schedule<K extends JobName>(schedulerId: string, name: K, payload: JobPayloads[K], everyMs: number): Promise<void> {
     await this.queue.upsertJobScheduler(schedulerId, { every: everyMs }, { name, data: payload, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } });

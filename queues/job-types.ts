@@ -22,6 +22,14 @@ export interface JobPayloads {
   "inference.dispatch": { inferenceId: string };
   /** Watches an inference's output and failure locations; job id `inference-watch-<id>`. */
   "inference.watch": { inferenceId: string };
+  /** Invokes the utility endpoint to create a model and watches its output; job id `model-create-<id>`. */
+  "model.create": { modelId: string };
+  /** Creates a training's SageMaker job and follows it to the end; job id `training-run-<id>`. */
+  "training.run": { trainingId: string };
+  /** Re-queues the job of every unfinished training, model creation and merge whose job was lost; repeated by a job scheduler. */
+  "trainings.reconcile": Record<string, never>;
+  /** Invokes an endpoint to merge checkpoints and registers the result; job id `merge-run-<id>`. */
+  "merge.run": { mergeId: string };
 }
 
 export type JobName = keyof JobPayloads;
@@ -37,6 +45,10 @@ export const JOB_NAMES = [
   "inference.dispatch",
   "inference.watch",
   "webui.health",
+  "model.create",
+  "training.run",
+  "trainings.reconcile",
+  "merge.run",
 ] as const satisfies readonly JobName[];
 
 /** The queue that carries jobs which are not tied to one endpoint's capacity. */
@@ -50,4 +62,16 @@ export const endpointJobIds = {
 export const inferenceJobIds = {
   dispatch: (inferenceId: string) => `inference-dispatch-${inferenceId}`,
   watch: (inferenceId: string) => `inference-watch-${inferenceId}`,
+};
+
+export const modelJobIds = {
+  create: (modelId: string) => `model-create-${modelId}`,
+};
+
+export const trainingJobIds = {
+  run: (trainingId: string) => `training-run-${trainingId}`,
+};
+
+export const mergeJobIds = {
+  run: (mergeId: string) => `merge-run-${mergeId}`,
 };

@@ -156,6 +156,22 @@ const envSchema = z.object({
   IMPORT_CONCURRENCY: intIn(1, 16, 4),
   IMPORT_ALLOW_PRIVATE_HOSTS: z.preprocess(emptyToUndefined, z.string().default("")),
   DATASET_MAX_FILES: intIn(1, 10_000, 1000),
+  MODEL_UTILITY_ENDPOINT: z.preprocess(emptyToUndefined, z.string().regex(/^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$/, { error: "must be a SageMaker endpoint name" }).optional()),
+  MODEL_TASK_TIMEOUT_MS: intIn(1000, 7 * 24 * 3600_000, 2 * 3600_000),
+  MODEL_WATCH_INITIAL_MS: intIn(10, 60_000, 1000),
+  TRAINING_IMAGE_URI: z.preprocess(emptyToUndefined, z.string().regex(ECR_IMAGE, { error: "must be an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>:<tag>" }).optional()),
+  TRAINING_ROLE_ARN: z.preprocess(emptyToUndefined, z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/?[a-zA-Z_0-9+=,.@\-_/]+$/, { error: "must be an IAM role ARN" }).optional()),
+  TRAINING_INSTANCE_TYPES: z.preprocess(
+    emptyToUndefined,
+    z
+      .string()
+      .regex(/^ml\.[a-z0-9]+\.[a-z0-9]+(\s*,\s*ml\.[a-z0-9]+\.[a-z0-9]+)*$/, { error: "must be a comma-separated list of instance types such as ml.g5.2xlarge" })
+      .default("ml.g4dn.xlarge,ml.g4dn.2xlarge,ml.g5.xlarge,ml.g5.2xlarge"),
+  ),
+  TRAINING_MAX_RUNTIME_SECONDS: intIn(60, 2_419_200, 24 * 3600),
+  TRAINING_MAX_WAIT_SECONDS: intIn(60, 2_419_200, 48 * 3600),
+  TRAINING_VOLUME_SIZE_GB: intIn(1, 16_384, 125),
+  TRAINING_WATCH_INITIAL_MS: intIn(10, 600_000, 2000),
 });
 
 export type Role = (typeof ROLES)[number];
@@ -254,6 +270,21 @@ export interface Config {
     /** Most files one dataset may be created with. */
     maxFiles: number;
   };
+  models: {
+    /** The async endpoint (a Diffgate endpoint) that creates models and merges checkpoints. */
+    utilityEndpoint: string | undefined;
+    taskTimeoutMs: number;
+    watchInitialMs: number;
+  };
+  trainings: {
+    image: string | undefined;
+    roleArn: string | undefined;
+    instanceTypes: string[];
+    maxRuntimeSeconds: number;
+    maxWaitSeconds: number;
+    volumeSizeGb: number;
+    watchInitialMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -290,6 +321,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (e.S3_ENDPOINT && !e.S3_BUCKET) problems.push("S3_BUCKET: must be set when S3_ENDPOINT is set");
   if (!!e.S3_ACCESS_KEY_ID !== !!e.S3_SECRET_ACCESS_KEY) problems.push("S3_ACCESS_KEY_ID: set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither");
+  if (e.TRAINING_MAX_WAIT_SECONDS < e.TRAINING_MAX_RUNTIME_SECONDS) problems.push("TRAINING_MAX_WAIT_SECONDS: must be at least TRAINING_MAX_RUNTIME_SECONDS (SageMaker's rule for managed spot training)");
   if (problems.length) throw new ConfigError(problems);
 
   return {
@@ -375,6 +407,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     datasets: {
       maxFiles: e.DATASET_MAX_FILES,
+    },
+    models: {
+      utilityEndpoint: e.MODEL_UTILITY_ENDPOINT,
+      taskTimeoutMs: e.MODEL_TASK_TIMEOUT_MS,
+      watchInitialMs: e.MODEL_WATCH_INITIAL_MS,
+    },
+    trainings: {
+      image: e.TRAINING_IMAGE_URI,
+      roleArn: e.TRAINING_ROLE_ARN ?? e.SAGEMAKER_EXECUTION_ROLE_ARN,
+      instanceTypes: [...new Set(e.TRAINING_INSTANCE_TYPES.split(",").map((t) => t.trim()).filter(Boolean))],
+      maxRuntimeSeconds: e.TRAINING_MAX_RUNTIME_SECONDS,
+      maxWaitSeconds: e.TRAINING_MAX_WAIT_SECONDS,
+      volumeSizeGb: e.TRAINING_VOLUME_SIZE_GB,
+      watchInitialMs: e.TRAINING_WATCH_INITIAL_MS,
     },
   };
 }

@@ -18,6 +18,10 @@ import { CheckpointService } from "./services/checkpoint-service.js";
 import { DatasetService } from "./services/dataset-service.js";
 import { EndpointService } from "./services/endpoint-service.js";
 import { InferenceService } from "./services/inference-service.js";
+import { ModelService } from "./services/model-service.js";
+import { ProducedCheckpoints } from "./services/produced-checkpoints.js";
+import { TrainingService } from "./services/training-service.js";
+import { Trainer } from "./adapters/sagemaker/trainer.js";
 import { AsyncInvoker } from "./adapters/sagemaker/async-invoker.js";
 import { SnsVerifier } from "./adapters/sns/sns-verifier.js";
 import { CredentialSealer } from "./adapters/security/credential-sealer.js";
@@ -37,7 +41,7 @@ export interface ResolvedDependencies {
   /** Create the bucket when missing (embedded store only). */
   ensureBucket: boolean;
   /** Defaults that only the emulator can supply (a real account needs them configured). */
-  sagemakerDefaults?: { executionRoleArn: string; inferenceImage: string };
+  sagemakerDefaults?: { executionRoleArn: string; inferenceImage: string; trainingImage: string };
 }
 
 export interface BootstrapOutcome {
@@ -65,6 +69,8 @@ export class Runtime {
   readonly checkpoints: CheckpointService;
   readonly datasets: DatasetService;
   readonly inferences: InferenceService;
+  readonly models: ModelService;
+  readonly trainings: TrainingService;
   /** Verifies SageMaker's SNS notifications (success and error topics). */
   readonly sns: SnsVerifier;
   /** What /readyz asks. */
@@ -188,6 +194,40 @@ export class Runtime {
       ),
     );
     this.endpoints.onBackInService((endpointId) => this.inferences.wakeWaiting(endpointId));
+    const produced = new ProducedCheckpoints(this.storage, this.events, log.child({ component: "produced-checkpoints" }));
+    this.models = new ModelService(
+      this.db,
+      this.events,
+      this.queue,
+      this.storage,
+      new AsyncInvoker(this.sagemaker.runtime),
+      this.checkpoints,
+      produced,
+      { bucket: deps.objectStore.bucket, utilityEndpoint: config.models.utilityEndpoint, taskTimeoutMs: config.models.taskTimeoutMs, watchInitialMs: config.models.watchInitialMs, maxDocumentBytes: 16 * 1024 * 1024 },
+      log.child({ component: "models" }),
+    );
+    const tr = config.trainings;
+    this.trainings = new TrainingService(
+      this.db,
+      this.events,
+      this.queue,
+      this.storage,
+      new Trainer(this.sagemaker.control),
+      produced,
+      {
+        bucket: deps.objectStore.bucket,
+        region: config.awsRegion,
+        image: tr.image ?? deps.sagemakerDefaults?.trainingImage,
+        roleArn: tr.roleArn ?? deps.sagemakerDefaults?.executionRoleArn,
+        instanceTypes: tr.instanceTypes,
+        maxRuntimeSeconds: tr.maxRuntimeSeconds,
+        maxWaitSeconds: tr.maxWaitSeconds,
+        volumeSizeGb: tr.volumeSizeGb,
+        watchInitialMs: tr.watchInitialMs,
+        uploadUrlTtlSeconds: cp.uploadUrlTtlSeconds,
+      },
+      log.child({ component: "trainings" }),
+    );
     this.sns = new SnsVerifier(() => [sm.successTopicArn, sm.errorTopicArn].filter((t): t is string => !!t));
     // Deleting an endpoint fails its jobs that were not dispatched yet.
     this.endpoints.onDeleting((endpointId, endpointName) => this.inferences.failQueuedForEndpoint(endpointId, endpointName).then(() => undefined));
@@ -223,12 +263,13 @@ export class Runtime {
       prefix: this.config.queuePrefix,
       concurrency: this.config.workerConcurrency,
       lockMs: this.config.jobLockMs,
-      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences }),
+      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences, models: this.models, trainings: this.trainings }),
       log: this.log.child({ component: "worker" }),
       observer: this.metrics,
     });
     await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("webui-health", "webui.health", {}, this.config.webui.healthIntervalMs);
+    await this.queue.schedule("trainings-reconcile", "trainings.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("checkpoints-housekeeping", "checkpoints.housekeeping", {}, this.config.checkpoints.housekeepingIntervalMs);
     return this.worker;
   }

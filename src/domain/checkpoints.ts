@@ -17,6 +17,9 @@ export function canTransition(from: CheckpointStatus, to: CheckpointStatus): boo
   return from === to || TRANSITIONS[from].includes(to);
 }
 
+/** How a checkpoint came to be: uploaded, imported from URLs, produced by a training or a merge. */
+export type CheckpointSource = "upload" | "url" | "training" | "merge";
+
 /** Model files (and a Stable-diffusion checkpoint's .yaml). */
 export const MODEL_FILE_EXTENSIONS = [".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".yaml"] as const;
 

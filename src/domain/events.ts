@@ -24,6 +24,7 @@ export const STREAM_KINDS = {
   checkpoint: "checkpoint",
   model: "train",
   dataset: "train",
+  merge: "checkpoint",
   /** A user's own inference events, copied from the jobs' streams (myInferenceEvents). */
   user_inferences: "inference",
 } as const;

@@ -11,9 +11,10 @@ import { JobEventResolver } from "../../resolvers/job-event.resolver.js";
 import { RoleResolver } from "../../resolvers/role.resolver.js";
 import { SessionResolver } from "../../resolvers/session.resolver.js";
 import { SystemCheckResolver } from "../../resolvers/system-check.resolver.js";
+import { TrainingResolver } from "../../resolvers/training.resolver.js";
 import { UserResolver } from "../../resolvers/user.resolver.js";
 
-const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver, DatasetResolver, InferenceResolver] as const;
+const RESOLVERS = [UserResolver, RoleResolver, ApiKeyResolver, SessionResolver, SystemCheckResolver, JobEventResolver, EndpointResolver, CheckpointResolver, DatasetResolver, InferenceResolver, TrainingResolver] as const;
 
 let built: Promise<GraphQLSchema> | undefined;
 

@@ -11,6 +11,7 @@ import { startSageMakerEmulator } from "./sagemaker-emulator.js";
 export const EMULATOR_SAGEMAKER_DEFAULTS = (region: string) => ({
   executionRoleArn: "arn:aws:iam::000000000000:role/DiffgateSageMakerExecution",
   inferenceImage: `000000000000.dkr.ecr.${region}.amazonaws.com/stable-diffusion-aws-extension/aigc-webui-inference:latest`,
+  trainingImage: `000000000000.dkr.ecr.${region}.amazonaws.com/stable-diffusion-aws-extension/aigc-webui-dreambooth-training:latest`,
 });
 
 export interface StartedDependencies {

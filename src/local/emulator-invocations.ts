@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from "node:crypto";
-import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { parseWebUiJson } from "../domain/webui-parameters.js";
 import { AwsError } from "./emulator-operations.js";
 import { createEmulatorS3Client, type EmulatorState, type EndpointRecord } from "./emulator-state.js";
+import { placeholderSafetensors, tar } from "./emulator-training.js";
 import { drawCard, encodePng, generationCard, generationCardPng, previewPng, type CardSpec, type Raster } from "./test-card.js";
 
 /**
@@ -831,8 +832,13 @@ export class InvocationEngine {
       record.progress.url = progress.target.url;
       job.sender = new ProgressSender(progress.target, progressCallbackTimeoutMs, record, this.stopController.signal);
     } else if (progress.ignored) record.progress.ignored = progress.ignored;
+    if (p.task === "db-create-model" || p.task === "merge-checkpoint") {
+      record.task = p.task;
+      await sleep(invocationStartMs + 4 * invocationStepMs, signal);
+      return p.task === "db-create-model" ? this.createModel(p, signal) : this.mergeCheckpoints(p, signal);
+    }
     if (typeof p.task !== "string" || !(KNOWN_TASKS as readonly string[]).includes(p.task)) {
-      throw new Rejection({ error: "UnknownTask", detail: `Unknown task ${JSON.stringify(p.task ?? null)}; expected one of ${KNOWN_TASKS.join(", ")}.` });
+      throw new Rejection({ error: "UnknownTask", detail: `Unknown task ${JSON.stringify(p.task ?? null)}; expected one of ${[...KNOWN_TASKS, "db-create-model", "merge-checkpoint"].join(", ")}.` });
     }
     const task = p.task as Task;
     record.task = task;
@@ -860,6 +866,93 @@ export class InvocationEngine {
     const document = stringifyPythonJson(plan.output());
     if (signal.aborted) throw signal.reason as Error;
     return document;
+  }
+
+  private async exists(uri: string, signal: AbortSignal): Promise<boolean> {
+    try {
+      const { bucket, key } = parseS3Uri(uri);
+      await this.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+      return true;
+    } catch (e) {
+      if (signal.aborted) throw signal.reason as Error;
+      return false;
+    }
+  }
+
+  private async put(uri: string, body: Buffer | string, contentType: string, signal: AbortSignal): Promise<void> {
+    const { bucket, key } = parseS3Uri(uri);
+    await this.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }), { abortSignal: signal });
+  }
+
+  /**
+   * The utility container's `db-create-model` task: reads `db_create_model_payload` (a JSON string),
+   * checks the source checkpoint is there, and uploads `<new_model_name>.tar` (a placeholder
+   * Dreambooth working model) to `s3_output_path`; a missing source is the container's statusCode 500.
+   */
+  private async createModel(p: Json, signal: AbortSignal): Promise<string> {
+    const errors = new ParamErrors();
+    let payload: Json = {};
+    if (typeof p.db_create_model_payload !== "string") errors.add(["db_create_model_payload"], "field required (a JSON string)");
+    else {
+      const parsed = parseJsonText(p.db_create_model_payload, "db_create_model_payload");
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) errors.add(["db_create_model_payload"], "must be a JSON object");
+      else payload = parsed as Json;
+    }
+    errors.throwIfAny();
+    const param = (payload.param ?? {}) as Json;
+    const create = (param.create_model_params ?? {}) as Json;
+    const out = payload.s3_output_path;
+    const name = create.new_model_name;
+    if (typeof out !== "string" || !out.startsWith("s3://")) errors.add(["db_create_model_payload", "s3_output_path"], "an s3:// URI is required");
+    if (typeof name !== "string" || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name) || name.includes("..")) errors.add(["db_create_model_payload", "param", "create_model_params", "new_model_name"], "a model name is required");
+    if (typeof create.ckpt_path !== "string" || create.ckpt_path === "") errors.add(["db_create_model_payload", "param", "create_model_params", "ckpt_path"], "field required");
+    errors.throwIfAny();
+    const source = param.ckpt_from_cloud === true && typeof param.s3_ckpt_path === "string" ? param.s3_ckpt_path : joinS3(String(payload.s3_input_path ?? ""), String(create.ckpt_path));
+    const id = payload.job_id ?? null;
+    if (!source.startsWith("s3://") || !(await this.exists(source, signal))) {
+      return JSON.stringify({ id, statusCode: 500, message: `Traceback (most recent call last):\n  File "create_model.py", line 1, in create_model\nFileNotFoundError: [Errno 2] No such file or directory: '${source}'` });
+    }
+    const config = { model_name: name, model_dir: `models/dreambooth/${name as string}`, pretrained_model_name_or_path: `models/dreambooth/${name as string}/working`, src: create.ckpt_path, v2: false, resolution: create.is_512 === false ? 768 : 512, emulated: true };
+    const archive = tar([
+      { name: `models/dreambooth/${name as string}/db_config.json`, content: Buffer.from(JSON.stringify(config, null, 2)) },
+      { name: `models/dreambooth/${name as string}/working/model_index.json`, content: Buffer.from(JSON.stringify({ _class_name: "StableDiffusionPipeline", note: "Placeholder written by the Diffgate SageMaker emulator; not a model." })) },
+    ]);
+    const location = joinS3(out as string, `${name as string}.tar`);
+    await this.put(location, archive, "application/x-tar", signal);
+    return JSON.stringify({ id, statusCode: 200, message: { response: [`Checkpoint ${String(create.ckpt_path)} extracted to models/dreambooth/${name as string}/working (emulated)`], config_dict: config }, outputLocation: [location] });
+  }
+
+  /**
+   * The WebUI container's `merge-checkpoint` task: checks the merger's parameters and sources as the
+   * WebUI model merger would, and uploads a placeholder merged checkpoint to `merge_model_s3`.
+   */
+  private async mergeCheckpoints(p: Json, signal: AbortSignal): Promise<string> {
+    const errors = new ParamErrors();
+    const m = p.merge_checkpoint_payload;
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      errors.add(["merge_checkpoint_payload"], "field required");
+      errors.throwIfAny();
+    }
+    const q = m as Json;
+    const methods = ["No interpolation", "Weighted sum", "Add difference"];
+    for (const f of ["primary_model_name", "secondary_model_name"]) if (typeof q[f] !== "string" || q[f] === "") errors.add(["merge_checkpoint_payload", f], "field required");
+    if (!methods.includes(String(q.interp_method))) errors.add(["merge_checkpoint_payload", "interp_method"], `must be one of ${methods.join(", ")}`);
+    if (q.interp_method === "Add difference" && (typeof q.teritary_model_name !== "string" || q.teritary_model_name === "")) errors.add(["merge_checkpoint_payload", "teritary_model_name"], "Failed: Interpolation method (Add difference) requires a tertiary model.");
+    if (typeof q.interp_amount !== "number" || q.interp_amount < 0 || q.interp_amount > 1) errors.add(["merge_checkpoint_payload", "interp_amount"], "must be a number from 0 to 1");
+    if (typeof q.custom_name !== "string" || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(q.custom_name) || q.custom_name.includes("..")) errors.add(["merge_checkpoint_payload", "custom_name"], "a file name is required");
+    if (!["safetensors", "ckpt"].includes(String(q.checkpoint_format))) errors.add(["merge_checkpoint_payload", "checkpoint_format"], "must be safetensors or ckpt");
+    if (typeof q.merge_model_s3 !== "string" || !q.merge_model_s3.startsWith("s3://")) errors.add(["merge_checkpoint_payload", "merge_model_s3"], "an s3:// URI is required");
+    errors.throwIfAny();
+    const info = ((p.checkpoint_info as Json | undefined)?.["Stable-diffusion"] ?? []) as Array<{ model_name?: string; s3?: string }>;
+    const names = [q.primary_model_name, q.secondary_model_name, ...(q.interp_method === "Add difference" ? [q.teritary_model_name] : [])] as string[];
+    for (const n of names) {
+      const entry = info.find((i) => i.model_name === n);
+      if (!entry?.s3 || !(await this.exists(joinS3(entry.s3, n), signal))) throw new Rejection({ error: "ModelNotFound", detail: `Failed: Could not find checkpoint ${n}` });
+    }
+    const file = `${q.custom_name as string}.${q.checkpoint_format as string}`;
+    const location = joinS3(q.merge_model_s3 as string, file);
+    await this.put(location, placeholderSafetensors(`merge of ${names.join(" + ")} (${String(q.interp_method)}, ${String(q.interp_amount)})`), "application/octet-stream", signal);
+    return JSON.stringify({ statusCode: 200, message: `Checkpoint saved to ${location}`, outputLocation: [location] });
   }
 
   private async readJson(uri: string, what: string, signal: AbortSignal): Promise<unknown> {

@@ -9,6 +9,7 @@ import { endpointRoutes } from "./routes/endpoints.js";
 import { inferenceRoutes } from "./routes/inferences.js";
 import { pingRoutes } from "./routes/ping.js";
 import { roleRoutes } from "./routes/roles.js";
+import { trainingRoutes } from "./routes/trainings.js";
 import { userRoutes } from "./routes/users.js";
 
 declare module "fastify" {
@@ -42,4 +43,5 @@ export async function restApi(app: FastifyInstance, { runtime }: { runtime: Runt
   await app.register(checkpointRoutes, { runtime });
   await app.register(datasetRoutes, { runtime });
   await app.register(inferenceRoutes, { runtime });
+  await app.register(trainingRoutes, { runtime });
 }

@@ -16,6 +16,7 @@ import {
   checkpointPrefix,
   extensionOf,
   fileNameProblem,
+  type CheckpointSource,
   type CheckpointStatus,
   type CheckpointType,
 } from "../domain/checkpoints.js";
@@ -52,7 +53,7 @@ export interface CheckpointView {
   type: CheckpointType;
   status: CheckpointStatus;
   prefix: string;
-  source: "upload" | "url";
+  source: CheckpointSource;
   message: string | null;
   creator: string | null;
   creatorId: string | null;

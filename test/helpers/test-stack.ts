@@ -70,6 +70,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
       INFERENCE_WATCH_INITIAL_MS: "50",
       SAGEMAKER_EXECUTION_ROLE_ARN: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").executionRoleArn,
       INFERENCE_IMAGE_URI: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").inferenceImage,
+      TRAINING_IMAGE_URI: EMULATOR_SAGEMAKER_DEFAULTS("us-east-1").trainingImage,
       ...options.env,
     };
     const config = loadConfig(env);

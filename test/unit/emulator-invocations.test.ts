@@ -408,3 +408,59 @@ describe("InvokeEndpointAsync on the emulator", () => {
     await waitFor(() => emulator.invocations.get(dead.InferenceId!)!.progress.failed === 3, "3 failed posts");
   });
 });
+
+describe("utility tasks: db-create-model and merge-checkpoint", () => {
+  const readText = async (uri: string) => {
+    const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri)!;
+    return (await (await s3.send(new GetObjectCommand({ Bucket: m[1], Key: m[2] }))).Body!.transformToString("utf8"));
+  };
+  const invokePayload = async (endpoint: string, payload: Record<string, unknown>) => {
+    const id = `util-${++counter}`;
+    const inputLocation = await put(`utility-inputs/${id}.json`, JSON.stringify(payload));
+    return runtime.send(new InvokeEndpointAsyncCommand({ EndpointName: endpoint, InputLocation: inputLocation, InferenceId: id, ContentType: "application/json" }));
+  };
+
+  beforeAll(async () => endpointWith("ep-utils"), 30_000);
+
+  it("creates a model tar from an existing checkpoint, and answers statusCode 500 for a missing one", async () => {
+    await put("Stable-diffusion/checkpoint/custom/ck-u/base.safetensors", "weights");
+    const job = (s3Output: string, ckpt: string) => ({
+      task: "db-create-model",
+      param_s3: "",
+      db_create_model_payload: JSON.stringify({ s3_output_path: s3Output, s3_input_path: `s3://${BUCKET}/Stable-diffusion/checkpoint/custom/ck-u`, ckpt_names: [ckpt], param: { create_model_params: { new_model_name: "mymodel", ckpt_path: ckpt } }, job_id: "m-1" }),
+    });
+    const ok = await invokePayload("ep-utils", job(`s3://${BUCKET}/Stable-diffusion/model/mymodel/m-1/output`, "base.safetensors"));
+    expect((await settled(ok.InferenceId!)).status).toBe("completed");
+    const doc = JSON.parse(await readText(ok.OutputLocation!));
+    expect(doc).toMatchObject({ id: "m-1", statusCode: 200, outputLocation: [`s3://${BUCKET}/Stable-diffusion/model/mymodel/m-1/output/mymodel.tar`] });
+    expect(await exists(`s3://${BUCKET}/Stable-diffusion/model/mymodel/m-1/output/mymodel.tar`)).toBe(true);
+
+    const missing = await invokePayload("ep-utils", job(`s3://${BUCKET}/Stable-diffusion/model/mymodel/m-2/output`, "nope.safetensors"));
+    expect((await settled(missing.InferenceId!)).status).toBe("completed");
+    expect(JSON.parse(await readText(missing.OutputLocation!))).toMatchObject({ statusCode: 500, message: expect.stringMatching(/FileNotFoundError/) });
+
+    const bad = await invokePayload("ep-utils", { task: "db-create-model", db_create_model_payload: 42 });
+    expect((await settled(bad.InferenceId!)).status).toBe("failed");
+    expect(JSON.parse(await readText(bad.FailureLocation!))).toMatchObject({ error: "ValidationError" });
+  });
+
+  it("merges checkpoints into a placeholder file, and refuses what the WebUI merger would", async () => {
+    await put("Stable-diffusion/checkpoint/custom/ck-a/a.safetensors", "a");
+    await put("Stable-diffusion/checkpoint/custom/ck-b/b.safetensors", "b");
+    const info = { "Stable-diffusion": [{ model_name: "a.safetensors", s3: `s3://${BUCKET}/Stable-diffusion/checkpoint/custom/ck-a` }, { model_name: "b.safetensors", s3: `s3://${BUCKET}/Stable-diffusion/checkpoint/custom/ck-b` }] };
+    const merge = (extra: Record<string, unknown>) => ({
+      task: "merge-checkpoint",
+      merge_checkpoint_payload: { primary_model_name: "a.safetensors", secondary_model_name: "b.safetensors", teritary_model_name: "", interp_method: "Weighted sum", interp_amount: 0.4, custom_name: "ab", checkpoint_format: "safetensors", merge_model_s3: `s3://${BUCKET}/merge/x/output`, ...extra },
+      checkpoint_info: info,
+    });
+    const ok = await invokePayload("ep-utils", merge({}));
+    expect((await settled(ok.InferenceId!)).status).toBe("completed");
+    expect(await exists(`s3://${BUCKET}/merge/x/output/ab.safetensors`)).toBe(true);
+    const noTertiary = await invokePayload("ep-utils", merge({ interp_method: "Add difference" }));
+    expect((await settled(noTertiary.InferenceId!)).status).toBe("failed");
+    expect(await readText(noTertiary.FailureLocation!)).toMatch(/requires a tertiary model/);
+    const unknown = await invokePayload("ep-utils", merge({ secondary_model_name: "zzz.safetensors" }));
+    expect((await settled(unknown.InferenceId!)).status).toBe("failed");
+    expect(JSON.parse(await readText(unknown.FailureLocation!))).toMatchObject({ error: "ModelNotFound" });
+  });
+});

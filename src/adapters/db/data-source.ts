@@ -5,6 +5,7 @@ import { CheckpointEntity, CheckpointFileEntity } from "./entities/checkpoint.en
 import { DatasetEntity, DatasetItemEntity } from "./entities/dataset.entity.js";
 import { EndpointEntity } from "./entities/endpoint.entity.js";
 import { InferenceEntity } from "./entities/inference.entity.js";
+import { MergeEntity, ModelEntity, TrainingEntity } from "./entities/training.entity.js";
 import { EventStreamEntity, JobEventEntity } from "./entities/event.entity.js";
 import { RoleEntity } from "./entities/role.entity.js";
 import { SystemCheckEntity } from "./entities/system-check.entity.js";
@@ -16,9 +17,10 @@ import { Checkpoints1795763295929 } from "./migrations/1795763295929-checkpoints
 import { Datasets1795766214750 } from "./migrations/1795766214750-datasets.js";
 import { Inferences1795767595712 } from "./migrations/1795767595712-inferences.js";
 import { WebUiEndpoints1795770766707 } from "./migrations/1795770766707-web-ui-endpoints.js";
+import { Trainings1795770790811 } from "./migrations/1795770790811-trainings.js";
 
-export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity, InferenceEntity];
-export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750, Inferences1795767595712, WebUiEndpoints1795770766707];
+export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity, InferenceEntity, ModelEntity, TrainingEntity, MergeEntity];
+export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750, Inferences1795767595712, WebUiEndpoints1795770766707, Trainings1795770790811];
 
 /** Advisory-lock key for schema migrations and first-start bootstrap ("diffgate" as an int64). */
 const MIGRATION_LOCK_KEY = "7235843316543545716";

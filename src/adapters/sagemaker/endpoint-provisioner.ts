@@ -84,7 +84,7 @@ function isNotFound(e: unknown): boolean {
 }
 
 /** Client-side refusals (4xx) become SageMakerRequestError; throttling and server faults stay retryable. */
-function classify(operation: string, e: unknown): unknown {
+export function classify(operation: string, e: unknown): unknown {
   const err = e as { name?: string; message?: string; $fault?: string; $metadata?: { httpStatusCode?: number } };
   const status = err.$metadata?.httpStatusCode ?? 0;
   const throttled = /Throttl|TooManyRequests|LimitExceeded/.test(err.name ?? "") && err.name !== "ResourceLimitExceeded";

@@ -230,6 +230,19 @@ export class ObjectStore {
     }
   }
 
+  /** Keys and sizes of every object under a prefix (all pages), in key order. */
+  async listObjects(prefix: string): Promise<Array<{ key: string; size: number }>> {
+    const out: Array<{ key: string; size: number }> = [];
+    let token: string | undefined;
+    for (;;) {
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      for (const o of page.Contents ?? []) if (o.Key) out.push({ key: o.Key, size: o.Size ?? 0 });
+      if (!page.IsTruncated) return out;
+      if (!page.NextContinuationToken) throw new Error(`ListObjectsV2 under ${prefix} is truncated without a continuation token`);
+      token = page.NextContinuationToken;
+    }
+  }
+
   /** Deletes one object; deleting a missing one is fine (as in S3). */
   async deleteObject(key: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));

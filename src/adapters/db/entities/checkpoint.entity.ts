@@ -1,5 +1,5 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, OneToMany, PrimaryGeneratedColumn, Unique, UpdateDateColumn } from "typeorm";
-import { CHECKPOINT_STATUSES, CHECKPOINT_TYPES, type CheckpointStatus, type CheckpointType } from "../../../domain/checkpoints.js";
+import { CHECKPOINT_STATUSES, CHECKPOINT_TYPES, type CheckpointSource, type CheckpointStatus, type CheckpointType } from "../../../domain/checkpoints.js";
 
 /** Model files users bring. The bytes live in the object store under `prefix`; never in Diffgate. */
 @Entity({ name: "checkpoints" })
@@ -19,7 +19,7 @@ export class CheckpointEntity {
   prefix!: string;
 
   @Column({ type: "varchar", length: 8 })
-  source!: "upload" | "url";
+  source!: CheckpointSource;
 
   @Column({ type: "text", nullable: true })
   message!: string | null;
