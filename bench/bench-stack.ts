@@ -1,6 +1,7 @@
 /**
  * What the benches share: starting Diffgate in this process the way src/main.ts starts it, on the
- * embedded defaults (embedded Postgres unless DATABASE_URL is set; the Redis on 127.0.0.1:6379 if
+ * embedded defaults (embedded Postgres unless DATABASE_URL is set, then a scratch database on that
+ * server, dropped afterwards; the Redis on 127.0.0.1:6379 if
  * one answers) in a fresh DATA_DIR with a queue prefix of its own, and undoing all of it afterwards
  * (including the Redis keys under that prefix), with the same exit statuses in every bench:
  *
@@ -247,9 +248,19 @@ export async function startDiffgate(run: BenchRun, options: StartOptions = {}): 
     }
   });
 
+  // A database server from DATABASE_URL gets a scratch database per run, so that runs never meet
+  // each other's data (nor find an admin whose key they were never shown).
+  let databaseUrl: Record<string, string> = {};
+  if (process.env.DATABASE_URL) {
+    const { createScratchDatabase } = await import("../test/helpers/test-database.js");
+    const scratch = await createScratchDatabase(process.env.DATABASE_URL, "diffgate_bench");
+    run.cleanup("dropping the scratch database", scratch.drop);
+    databaseUrl = { DATABASE_URL: scratch.url };
+  }
+
   let config: Config;
   try {
-    config = loadConfig({ ...process.env, ...options.env, DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", QUEUE_PREFIX: `bench-${randomBytes(6).toString("hex")}` });
+    config = loadConfig({ ...process.env, ...options.env, ...databaseUrl, DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", QUEUE_PREFIX: `bench-${randomBytes(6).toString("hex")}` });
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);
     throw e;

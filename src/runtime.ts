@@ -187,7 +187,7 @@ export class Runtime {
           jobTimeoutMs: config.webui.jobTimeoutMs,
           retryOnServerFailure: config.webui.retryOnServerFailure,
           serverRecheckMs: Math.min(config.webui.healthIntervalMs, 5_000),
-          previewEvery: Math.max(1, inf.previewEvery),
+          previewEvery: inf.previewEvery,
           maxDocumentBytes: 256 * 1024 * 1024,
         },
         log.child({ component: "webui" }),

@@ -1,3 +1,5 @@
+import { uploadedFileNameProblem } from "./file-names.js";
+
 /** Dataset statuses, names and file-name rules (upstream-contract §3.8, §4.6, §10). */
 
 /** Upstream's spelling, kept: `Initialed` until the files are uploaded, then `Enabled` / `Disabled`. */
@@ -23,15 +25,7 @@ export const DATASET_FILE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".webp", ".bmp"
 
 /** Why a dataset file name is refused, or undefined when it is fine. */
 export function datasetFileNameProblem(name: string): string | undefined {
-  if (name.length === 0) return "must not be empty";
-  if (name.length > 255) return "must be at most 255 characters";
-  if (/[/\\]/.test(name)) return "must not contain path separators";
-  if (name.includes("..")) return 'must not contain ".."';
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(name)) return "must not contain control characters";
-  const lower = name.toLowerCase();
-  if (!DATASET_FILE_EXTENSIONS.some((ext) => lower.endsWith(ext) && lower.length > ext.length)) return `must end with one of ${DATASET_FILE_EXTENSIONS.join(" ")}`;
-  return undefined;
+  return uploadedFileNameProblem(name, DATASET_FILE_EXTENSIONS);
 }
 
 /** Where a dataset's files live in the bucket (upstream's layout). */

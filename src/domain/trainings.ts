@@ -1,3 +1,5 @@
+import { uploadedFileNameProblem } from "./file-names.js";
+
 /** Models (Dreambooth working models), trainings and checkpoint merges: statuses and rules (upstream-contract §4.4, §4.5, §9, §11). */
 
 /** Upstream's model-creation statuses (§4.4). */
@@ -75,15 +77,7 @@ export const TRAINING_INPUT_EXTENSIONS = [".tar", ".tar.gz", ".tgz", ".zip", ".j
 
 /** Why a training input file name is refused, or undefined when it is fine. */
 export function trainingInputNameProblem(name: string): string | undefined {
-  if (name.length === 0) return "must not be empty";
-  if (name.length > 255) return "must be at most 255 characters";
-  if (/[/\\]/.test(name)) return "must not contain path separators";
-  if (name.includes("..")) return 'must not contain ".."';
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(name)) return "must not contain control characters";
-  const lower = name.toLowerCase();
-  if (!TRAINING_INPUT_EXTENSIONS.some((ext) => lower.endsWith(ext) && lower.length > ext.length)) return `must end with one of ${TRAINING_INPUT_EXTENSIONS.join(" ")}`;
-  return undefined;
+  return uploadedFileNameProblem(name, TRAINING_INPUT_EXTENSIONS);
 }
 
 /** Object layout (upstream-contract §6.1). Prefixes end in "/". */

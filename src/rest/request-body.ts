@@ -14,6 +14,15 @@ export function refuseUnknownFields(body: Record<string, unknown>, known: readon
   if (unknown.length) throw DomainError.badInput(`unknown field(s): ${unknown.join(", ")}; this route accepts ${known.join(", ")}`, unknown[0]);
 }
 
+/** A multi-valued query parameter (`?types=Lora&types=VAE`, or comma-separated). */
+export function queryList(query: unknown, name: string): string[] | undefined {
+  const value = (query as Record<string, unknown> | undefined)?.[name];
+  if (value === undefined || value === "") return undefined;
+  const values = Array.isArray(value) ? value : [value];
+  if (values.some((v) => typeof v !== "string")) throw DomainError.badInput(`${name}: must be text`, name);
+  return (values as string[]).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+}
+
 /** A query-string value as one string (a repeated parameter is refused). */
 export function queryString(query: unknown, name: string): string | undefined {
   const value = (query as Record<string, unknown> | undefined)?.[name];

@@ -67,6 +67,9 @@ export interface QueueStanding {
   reason?: string;
 }
 
+/** Presigned URLs kept for reuse (a few per job being followed). */
+const PRESIGNED_CACHE_SIZE = 10_000;
+
 /** How many waiting jobs are woken at once when a slot frees; the rest look again on their own. */
 const WAKE_AHEAD = 5;
 
@@ -798,9 +801,24 @@ export class InferenceService {
     };
   }
 
-  presignKey(key: string): Promise<string> {
-    return this.store.presignGet(key, this.settings.resultUrlTtlSeconds);
+  /**
+   * A presigned GET of a job object. Events are resolved once per subscriber, so the same key is
+   * asked for by every subscriber of a job: the URL is signed once and reused for a tenth of its
+   * lifetime (it stays valid for at least 90% of the TTL when handed out).
+   */
+  async presignKey(key: string): Promise<string> {
+    const now = Date.now();
+    const cached = this.presigned.get(key);
+    if (cached && cached.reuseUntil > now) return cached.url;
+    const url = await this.store.presignGet(key, this.settings.resultUrlTtlSeconds);
+    this.presigned.delete(key);
+    this.presigned.set(key, { url, reuseUntil: now + this.settings.resultUrlTtlSeconds * 100 });
+    // Oldest first (insertion order): a bounded cache, never a leak.
+    if (this.presigned.size > PRESIGNED_CACHE_SIZE) this.presigned.delete(this.presigned.keys().next().value!);
+    return url;
   }
+
+  private readonly presigned = new Map<string, { url: string; reuseUntil: number }>();
 
   /** Keyset pagination, newest first. Users see their own jobs; inference:all sees everyone's (and may filter by user). */
   async list(principal: Principal, input: unknown): Promise<{ items: InferenceView[]; endCursor: string | null; hasNextPage: boolean }> {

@@ -10,7 +10,12 @@ export interface TestDatabase {
 export async function createTestDatabase(): Promise<TestDatabase> {
   const serverUrl = process.env.DATABASE_URL;
   if (!serverUrl) throw new Error("DATABASE_URL is set by test/global-setup.ts; run the tests through vitest");
-  const name = `diffgate_t_${randomBytes(6).toString("hex")}`;
+  return createScratchDatabase(serverUrl, "diffgate_t");
+}
+
+/** A fresh, empty database named `<prefix>_<random>` on the server of `serverUrl` (tests and benches). */
+export async function createScratchDatabase(serverUrl: string, prefix: string): Promise<TestDatabase> {
+  const name = `${prefix}_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);

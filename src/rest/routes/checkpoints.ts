@@ -4,7 +4,7 @@ import type { CheckpointType } from "../../domain/checkpoints.js";
 import type { Runtime } from "../../runtime.js";
 import type { CheckpointView, UploadTicket } from "../../services/checkpoint-service.js";
 import { sendEnvelope } from "../envelope.js";
-import { bodyObject, queryString, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
+import { bodyObject, queryList, queryString, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
 
 /** Python's str(datetime) in UTC, as upstream wrote `params.created`. */
 function upstreamTime(d: Date): string {
@@ -30,15 +30,6 @@ export function wireCheckpoint(c: CheckpointView, bucket: string, uploads: Uploa
     files: c.files.map((f) => ({ name: f.name, size: f.sizeBytes, source_url: f.sourceUrl })),
     error: c.failureReason,
   };
-}
-
-/** A multi-valued query parameter (`?types=Lora&types=VAE`, or comma-separated). */
-function queryList(query: unknown, name: string): string[] | undefined {
-  const value = (query as Record<string, unknown> | undefined)?.[name];
-  if (value === undefined || value === "") return undefined;
-  const values = Array.isArray(value) ? value : [value];
-  if (values.some((v) => typeof v !== "string")) throw DomainError.badInput(`${name}: must be text`, name);
-  return (values as string[]).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
 }
 
 const LIST_ROUTES: Array<[string, CheckpointType]> = [

@@ -6,7 +6,7 @@ import type { Runtime } from "../../runtime.js";
 import type { InferenceView } from "../../services/inference-service.js";
 import { credentialsFromHeaders } from "../credentials.js";
 import { sendEnvelope } from "../envelope.js";
-import { bodyObject, queryString, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
+import { bodyObject, queryList, queryString, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
 
 /** Python's str(datetime) in UTC, as upstream stored times. */
 function upstreamTime(d: Date | null): string | null {
@@ -48,14 +48,6 @@ export function wireInference(v: InferenceView, bucket: string) {
 /** Fields of upstream's first step; anything else in the body is a WebUI parameter (the seed's one shot). */
 const CREATE_FIELDS = ["task_type", "inference_type", "models", "filters", "sagemaker_endpoint_name", "user_id", "parameters"] as const;
 const WIRE_NAMES = { taskType: "task_type", endpointName: "sagemaker_endpoint_name", inferenceType: "inference_type", models: "models", parameters: "parameters", idempotencyKey: "Idempotency-Key" };
-
-function queryList(query: unknown, name: string): string[] | undefined {
-  const value = (query as Record<string, unknown> | undefined)?.[name];
-  if (value === undefined || value === "") return undefined;
-  const values = Array.isArray(value) ? value : [value];
-  if (values.some((v) => typeof v !== "string")) throw DomainError.badInput(`${name}: must be text`, name);
-  return (values as string[]).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
-}
 
 /** REST status words → Diffgate states (filters accept both). */
 const STATUS_WORDS: Record<string, string[]> = { created: ["CREATED"], inprogress: ["QUEUED", "DISPATCHED", "RUNNING"], succeed: ["SUCCEEDED"], failed: ["FAILED"], cancelled: ["CANCELLED"] };

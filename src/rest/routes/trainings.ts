@@ -4,18 +4,10 @@ import type { Runtime } from "../../runtime.js";
 import type { MergeView, ModelView } from "../../services/model-service.js";
 import type { TrainingView } from "../../services/training-service.js";
 import { sendEnvelope } from "../envelope.js";
-import { bodyObject, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
+import { bodyObject, queryList, refuseUnknownFields, withWireFieldNames } from "../request-body.js";
 
 /** Upstream's `created` / `timestamp`: epoch seconds as a string. */
 const epochString = (d: Date) => String(d.getTime() / 1000);
-
-function queryList(query: unknown, name: string): string[] | undefined {
-  const value = (query as Record<string, unknown> | undefined)?.[name];
-  if (value === undefined || value === "") return undefined;
-  const values = Array.isArray(value) ? value : [value];
-  if (values.some((v) => typeof v !== "string")) throw DomainError.badInput(`${name}: must be text`, name);
-  return (values as string[]).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
-}
 
 function objectOrEmpty(value: unknown, field: string): Record<string, unknown> {
   if (value === undefined || value === null) return {};
