@@ -120,6 +120,7 @@ const envSchema = z.object({
   INFERENCE_WATCH_INITIAL_MS: intIn(10, 60_000, 500),
   INFERENCE_PROGRESS_PREVIEW_EVERY: intIn(0, 1000, 5),
   DISPATCH_RECHECK_MS: intIn(100, 600_000, 2_000),
+  INFERENCE_WATCH_BUSY_MS: intIn(10, 60_000, 100),
   ENDPOINT_QUEUE_AHEAD: intIn(0, 100, 1),
   WEBUI_HEALTH_INTERVAL_MS: intIn(1000, 24 * 3600_000, 15_000),
   WEBUI_HEALTH_TIMEOUT_MS: intIn(100, 120_000, 5_000),
@@ -230,6 +231,8 @@ export interface Config {
     dispatchRecheckMs: number;
     /** Jobs per SageMaker instance handed over beyond its concurrency, waiting in SageMaker's own queue. */
     queueAheadPerInstance: number;
+    /** The output watch's pace while jobs wait behind the watched one (their slot frees when it is seen). */
+    watchBusyMs: number;
   };
   webui: {
     healthIntervalMs: number;
@@ -372,6 +375,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       previewEvery: e.INFERENCE_PROGRESS_PREVIEW_EVERY,
       dispatchRecheckMs: e.DISPATCH_RECHECK_MS,
       queueAheadPerInstance: e.ENDPOINT_QUEUE_AHEAD,
+      watchBusyMs: e.INFERENCE_WATCH_BUSY_MS,
     },
     webui: {
       healthIntervalMs: e.WEBUI_HEALTH_INTERVAL_MS,

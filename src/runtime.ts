@@ -172,6 +172,7 @@ export class Runtime {
         maxDocumentBytes: 256 * 1024 * 1024,
         dispatchRecheckMs: inf.dispatchRecheckMs,
         queueAheadPerInstance: inf.queueAheadPerInstance,
+        watchBusyMs: inf.watchBusyMs,
       },
       log.child({ component: "inferences" }),
     );

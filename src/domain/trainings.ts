@@ -1,3 +1,4 @@
+import { z } from "zod";
 import { uploadedFileNameProblem } from "./file-names.js";
 
 /** Models (Dreambooth working models), trainings and checkpoint merges: statuses and rules (upstream-contract §4.4, §4.5, §9, §11). */
@@ -43,6 +44,9 @@ export function canTrainingTransition(from: TrainingStatus, to: TrainingStatus):
 }
 
 export const isFinalTraining = (s: TrainingStatus) => s === "Complete" || s === "Fail" || s === "Stopped";
+
+/** Started and not yet ended: SageMaker may have (or be about to have) the job. */
+export const RUNNING_TRAINING: TrainingStatus[] = ["Starting", "Training", "Stopping"];
 
 /** Checkpoint merges: queued, sent to the endpoint, then Complete or Fail. */
 export const MERGE_STATUSES = ["Queued", "Merging", "Complete", "Fail"] as const;
@@ -109,4 +113,52 @@ export function trainingJobName(modelName: string, trainingId: string): string {
   const stem = modelName.replace(/_/g, "-").replace(/[^A-Za-z0-9-]/g, "").replace(/^-+/, "").slice(0, 30).replace(/-+$/, "");
   const id = trainingId.replace(/-/g, "");
   return stem ? `${stem}-${id}` : `training-${id}`;
+}
+
+/** How deep upstream's params may nest: theirs nest three levels; thousands overflow the stack of every JSON step after validation. */
+export const PARAMS_MAX_DEPTH = 32;
+export const PARAMS_MAX_CHARS = 20_000;
+
+/** Depth of a JSON value, counted without recursion (the value may be hostile). */
+function jsonDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    deepest = Math.max(deepest, depth + 1);
+    if (deepest > limit) return deepest;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+/** Upstream's `params` objects (models, trainings): bounded in depth first, then in size as JSON. */
+export const paramsObject = z
+  .record(z.string(), z.unknown(), { error: "must be an object" })
+  .refine((o) => jsonDepth(o, PARAMS_MAX_DEPTH) <= PARAMS_MAX_DEPTH, { error: `must nest at most ${PARAMS_MAX_DEPTH} levels deep`, abort: true })
+  .refine((o) => JSON.stringify(o).length <= PARAMS_MAX_CHARS, { error: `must be at most ${PARAMS_MAX_CHARS} characters as JSON` });
+
+/** Keys whose values are credentials (create_model_params.new_model_token, hub tokens …): kept for the container, never shown. */
+const SECRET_KEY = /token|secret|password|passwd|credential|api_?key/i;
+
+/** A copy of stored params with credential values masked, for answers (depth is bounded by paramsObject). */
+export function withoutSecrets(params: Record<string, unknown>): Record<string, unknown> {
+  const mask = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(mask);
+    if (typeof v !== "object" || v === null) return v;
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, SECRET_KEY.test(k) && typeof x === "string" && x !== "" ? "***" : mask(x)]));
+  };
+  return mask(params) as Record<string, unknown>;
+}
+
+/** `s3://<bucket>/<key>` → the key when the location is in `bucket`, else undefined. */
+export function keyInBucket(location: string | null | undefined, bucket: string): string | undefined {
+  const m = location ? /^s3:\/\/([^/]+)\/(.+)$/.exec(location) : null;
+  return m && m[1] === bucket ? m[2] : undefined;
+}
+
+/** A key or prefix as an S3 URI (upstream writes prefixes without their trailing "/"). */
+export function bucketUri(bucket: string, key: string): string {
+  return `s3://${bucket}/${key.replace(/\/$/, "")}`;
 }

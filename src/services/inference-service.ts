@@ -43,6 +43,8 @@ export interface InferenceSettings {
    * so that an instance never idles while Diffgate notices that a job finished.
    */
   queueAheadPerInstance: number;
+  /** The output watch's pace while jobs wait behind the watched one. */
+  watchBusyMs: number;
 }
 
 /**
@@ -656,9 +658,12 @@ export class InferenceService {
       return {};
     }
     await this.db.getRepository(InferenceEntity).increment({ id }, "outputChecks", 1);
-    // Jobs waiting behind this one: look at the first pace, so that the slot frees as soon as it can.
-    const behind = await this.db.getRepository(InferenceEntity).exists({ where: { endpointId: job.endpointId, status: "QUEUED" } });
-    if (behind) return { recheckInMs: this.settings.watchInitialMs };
+    // The busy pace when the output is imminent (the container reported its last step) or when jobs
+    // wait behind this one (its slot frees when the output is seen); else back off.
+    const imminent = job.totalSteps !== null && job.lastStep >= job.totalSteps;
+    if (imminent || (await this.db.getRepository(InferenceEntity).exists({ where: { endpointId: job.endpointId, status: "QUEUED" } }))) {
+      return { recheckInMs: Math.min(this.settings.watchBusyMs, this.settings.watchInitialMs) };
+    }
     return { recheckInMs: Math.min(30_000, Math.round(this.settings.watchInitialMs * 1.5 ** Math.min(job.outputChecks, 20))) };
   }
 
@@ -769,6 +774,8 @@ export class InferenceService {
       if (starts) await appendInferenceEvent(events, job.id, current.creatorId, { type: "running", data: { status: "RUNNING", previous: "DISPATCHED", step, totalSteps: v.total_steps } });
       await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds, ...(previewKey ? { previewKey } : {}) } });
     });
+    // The last step: the output follows within moments, so the watch looks now rather than at its pace.
+    if (step >= p.totalSteps && job.invoked) await this.queue.wake(inferenceJobIds.watch(job.id)).catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- reads

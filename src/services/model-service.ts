@@ -1,16 +1,15 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
-import { type DataSource, type EntityManager, type ObjectLiteral } from "typeorm";
+import { In, type DataSource, type EntityManager, type ObjectLiteral } from "typeorm";
 import { z } from "zod";
 import { mergeJobIds, modelJobIds } from "../../queues/job-types.js";
 import type { JobQueue } from "../../queues/job-queue.js";
 import { CheckpointEntity, CheckpointFileEntity } from "../adapters/db/entities/checkpoint.entity.js";
 import { EndpointEntity } from "../adapters/db/entities/endpoint.entity.js";
-import { MergeEntity, ModelEntity } from "../adapters/db/entities/training.entity.js";
+import { MergeEntity, ModelEntity, TrainingEntity } from "../adapters/db/entities/training.entity.js";
 import type { AsyncInvoker } from "../adapters/sagemaker/async-invoker.js";
 import { SageMakerRequestError } from "../adapters/sagemaker/endpoint-provisioner.js";
 import type { ObjectStore } from "../adapters/storage/object-store.js";
-import { TarFormatError } from "../adapters/storage/tar-reader.js";
 import { MAX_PARTS, extensionOf, fileNameProblem } from "../domain/checkpoints.js";
 import { DomainError } from "../domain/errors.js";
 import type { StoredEvent } from "../domain/events.js";
@@ -23,11 +22,16 @@ import {
   MODEL_NAME_MAX,
   MODEL_NAME_PATTERN,
   MODEL_STATUSES,
+  RUNNING_TRAINING,
+  bucketUri,
   canMergeTransition,
   canModelTransition,
   isFinalModel,
+  keyInBucket,
   mergeKeys,
   modelKeys,
+  paramsObject,
+  withoutSecrets,
   type MergeStatus,
   type ModelStatus,
 } from "../domain/trainings.js";
@@ -35,7 +39,7 @@ import { parseInput } from "../domain/validation.js";
 import { parseWebUiJson } from "../domain/webui-parameters.js";
 import type { CheckpointService, UploadTicket } from "./checkpoint-service.js";
 import type { EventLog, EventRecorder } from "./event-log.js";
-import { CheckpointNameTaken, NoModelFile, type ArtifactSource, type ProducedCheckpoints } from "./produced-checkpoints.js";
+import { CheckpointNameTaken, UnusableArtifact, type ArtifactSource, type ProducedCheckpoints } from "./produced-checkpoints.js";
 
 export interface ModelSettings {
   bucket: string;
@@ -88,7 +92,6 @@ const modelName = z
   .min(1, { error: "must not be empty" })
   .max(MODEL_NAME_MAX, { error: `must be at most ${MODEL_NAME_MAX} characters` })
   .regex(MODEL_NAME_PATTERN, { error: "must start with a letter and contain only letters, digits, _ and -" });
-const jsonObject = z.record(z.string(), z.unknown(), { error: "must be an object" }).refine((o) => JSON.stringify(o).length <= 20_000, { error: "must be at most 20000 characters as JSON" });
 const idSchema = z.uuid({ error: "must be a model id (a UUID)" });
 const mergeIdSchema = z.uuid({ error: "must be a merge id (a UUID)" });
 
@@ -101,15 +104,15 @@ const createSchema = z
       .array(z.object({ name: z.string({ error: "must be a file name" }).max(255), partsNumber: z.number({ error: "must be a whole number" }).int().min(1, { error: "must be at least 1" }).max(MAX_PARTS) }).strict(), { error: "must be a list of files" })
       .max(1, { error: "a model is made from one checkpoint file" })
       .optional(),
-    params: jsonObject.optional(),
+    params: paramsObject.optional(),
     creator: z.string().optional(),
   })
   .strict();
 
 const listSchema = z
   .object({
-    statuses: z.array(z.enum(MODEL_STATUSES, { error: `must be one of ${MODEL_STATUSES.join(", ")}` })).optional(),
-    types: z.array(z.string().max(32)).optional(),
+    statuses: z.array(z.enum(MODEL_STATUSES, { error: `must be one of ${MODEL_STATUSES.join(", ")}` })).max(MODEL_STATUSES.length * 2, { error: "too many statuses" }).optional(),
+    types: z.array(z.string().max(32)).max(20, { error: "at most 20 types" }).optional(),
   })
   .strict();
 
@@ -130,12 +133,6 @@ const mergeSchema = z
 
 type TaskRow = ModelEntity | MergeEntity;
 
-/** `s3://bucket/key` → key (in our bucket), else undefined. */
-function keyOf(location: string | null, bucket: string): string | undefined {
-  const m = location ? /^s3:\/\/([^/]+)\/(.+)$/.exec(location) : null;
-  return m && m[1] === bucket ? m[2] : undefined;
-}
-
 /**
  * Models (upstream's Dreambooth "create model" jobs) and checkpoint merges: both are one task run
  * on an async endpoint. The job writes the payload, marks "about to invoke", invokes with the
@@ -155,7 +152,7 @@ export class ModelService {
   ) {}
 
   private uri(key: string): string {
-    return `s3://${this.settings.bucket}/${key.replace(/\/$/, "")}`;
+    return bucketUri(this.settings.bucket, key);
   }
 
   // ---------------------------------------------------------------- models
@@ -176,8 +173,8 @@ export class ModelService {
     if (await this.db.getRepository(ModelEntity).existsBy({ name: v.name })) throw DomainError.conflict(`model ${v.name} already exists; choose another name`, "name");
 
     let checkpointId: string;
-    let fileNames: string[];
     let uploads: UploadTicket[] = [];
+    let paramsFor: (checkpointId: string) => Record<string, unknown>;
     if (v.checkpointId) {
       const vis = visibleToCaller(principal, "checkpoint", "c");
       const c = await this.db.getRepository(CheckpointEntity).createQueryBuilder("c").where("c.id = :id", { id: v.checkpointId }).andWhere(vis.sql, vis.params).getOne();
@@ -185,16 +182,18 @@ export class ModelService {
       if (c.status !== "Active") throw DomainError.badInput(`checkpointId: checkpoint with id (${c.id}) is not Active to use`, "checkpointId");
       if (c.type !== "Stable-diffusion") throw DomainError.badInput(`checkpointId: checkpoint ${c.id} is ${c.type}; a model is made from a Stable-diffusion checkpoint`, "checkpointId");
       checkpointId = c.id;
-      fileNames = (await this.db.getRepository(CheckpointFileEntity).find({ where: { checkpointId: c.id }, order: { position: "ASC" } })).map((f) => f.name);
+      const fileNames = (await this.db.getRepository(CheckpointFileEntity).find({ where: { checkpointId: c.id }, order: { position: "ASC" } })).map((f) => f.name);
+      paramsFor = this.modelParams(v.name, v.params ?? {}, fileNames);
     } else {
       const problem = fileNameProblem(files[0]!.name);
       if (problem) throw DomainError.badInput(`files.0.name: ${problem}`, "files.0.name");
+      // Every refusal comes before the upload is opened: a refused model leaves no checkpoint behind.
+      paramsFor = this.modelParams(v.name, v.params ?? {}, [files[0]!.name]);
       const out = await this.checkpoints.createUpload(principal, { type: "Stable-diffusion", files: [{ name: files[0]!.name, partsNumber: files[0]!.partsNumber }], message: `source of model ${v.name}` });
       checkpointId = out.checkpoint.id;
-      fileNames = [files[0]!.name];
       uploads = out.uploads;
     }
-    const params = this.modelParams(v.name, v.params ?? {}, checkpointId, fileNames);
+    const params = paramsFor(checkpointId);
 
     const id = randomUUID();
     const keys = modelKeys(v.modelType, v.name, id);
@@ -223,8 +222,8 @@ export class ModelService {
     return { model: await this.view(principal, id), uploads };
   }
 
-  /** Upstream's params with the source pinned to the verified checkpoint (a caller cannot point the container elsewhere). */
-  private modelParams(name: string, given: Record<string, unknown>, checkpointId: string, fileNames: string[]): Record<string, unknown> {
+  /** Checks upstream's params; gives them with the source pinned to the verified checkpoint (a caller cannot point the container elsewhere). */
+  private modelParams(name: string, given: Record<string, unknown>, fileNames: string[]): (checkpointId: string) => Record<string, unknown> {
     const cmp = given.create_model_params;
     if (cmp !== undefined && (typeof cmp !== "object" || cmp === null || Array.isArray(cmp))) throw DomainError.badInput("params.create_model_params: must be an object", "params.create_model_params");
     const create = { ...((cmp as Record<string, unknown> | undefined) ?? {}) };
@@ -236,8 +235,11 @@ export class ModelService {
     if (typeof ckpt !== "string" || !fileNames.includes(ckpt)) {
       throw DomainError.badInput(`params.create_model_params.ckpt_path: must be a file of the checkpoint (${fileNames.join(", ")})`, "params.create_model_params.ckpt_path");
     }
-    const checkpoint = `${this.uri(`Stable-diffusion/checkpoint/custom/${checkpointId}`)}`;
-    return { ...given, ckpt_from_cloud: true, s3_ckpt_path: `${checkpoint}/${ckpt}`, create_model_params: { from_hub: false, new_model_url: "", new_model_token: "", extract_ema: false, train_unfrozen: false, is_512: true, ...create, new_model_name: newName, ckpt_path: ckpt } };
+    return (checkpointId) => ({
+      ...given,
+      ckpt_from_cloud: true,
+      s3_ckpt_path: `${this.uri(`Stable-diffusion/checkpoint/custom/${checkpointId}`)}/${ckpt}`,       create_model_params: { from_hub: false, new_model_url: "", new_model_token: "", extract_ema: false, train_unfrozen: false, is_512: true, ...create, new_model_name: newName, ckpt_path: ckpt },
+    });
   }
 
   /**
@@ -350,8 +352,8 @@ export class ModelService {
         return {};
       }
     } else {
-      const outputKey = keyOf(row.outputLocation, this.settings.bucket);
-      const failureKey = keyOf(row.failureLocation, this.settings.bucket);
+      const outputKey = keyInBucket(row.outputLocation, this.settings.bucket);
+      const failureKey = keyInBucket(row.failureLocation, this.settings.bucket);
       const output = outputKey ? await this.store.getBytes(outputKey, this.settings.maxDocumentBytes) : undefined;
       if (output) {
         let doc: unknown;
@@ -394,19 +396,28 @@ export class ModelService {
     return models.length + merges.length;
   }
 
+  /**
+   * Deletes models (all or none) and their own objects; the source checkpoint stays (upstream §3.6).
+   * The checks run again under the rows' locks, so a creation or a training start that raced with
+   * the request is seen; objects go only once the rows are gone.
+   */
   async deleteModels(principal: Principal, ids: unknown): Promise<string[]> {
     const list = [...new Set(parseInput(z.array(idSchema, { error: "must be a list of model ids" }).min(1, { error: "must name at least one model" }).max(100, { error: "at most 100 at once" }), ids, "ids"))];
-    const models = await Promise.all(list.map((id) => this.writableModel(principal, id)));
-    const creating = models.filter((m) => m.status === "Creating");
-    if (creating.length) throw DomainError.conflict(`model(s) ${creating.map((m) => m.name).join(", ")} are being created; wait for them to end`, "ids");
-    for (const m of models) {
-      // Only the model's own objects: its source checkpoint stays (upstream §3.6).
-      await this.store.deletePrefix(modelKeys(m.modelType, m.name, m.id).base);
-      await this.events.transaction(async (tx, events) => {
+    await Promise.all(list.map((id) => this.writableModel(principal, id)));
+    const deleted = await this.events.transaction(async (tx, events) => {
+      const models = await tx.getRepository(ModelEntity).createQueryBuilder("m").setLock("pessimistic_write").where("m.id IN (:...ids)", { ids: list }).orderBy("m.id").getMany();
+      const creating = models.filter((m) => m.status === "Creating");
+      if (creating.length) throw DomainError.conflict(`model(s) ${creating.map((m) => m.name).join(", ")} are being created; wait for them to end`, "ids");
+      // A running training reads the model's output: deleting it would break the training.
+      const training = await tx.getRepository(TrainingEntity).findBy({ modelId: In(list), status: In(RUNNING_TRAINING) });
+      if (training.length) throw DomainError.conflict(`model(s) ${[...new Set(training.map((t) => t.modelName))].join(", ")} are used by running training(s) ${training.map((t) => t.id).join(", ")}; stop them first`, "ids");
+      for (const m of models) {
         await tx.delete(ModelEntity, { id: m.id });
         if (!isFinalModel(m.status)) await events.append(m.id, { type: "status", data: { status: "Deleted", previous: m.status }, terminal: true });
-      });
-    }
+      }
+      return models;
+    });
+    for (const m of deleted) await this.store.deletePrefix(modelKeys(m.modelType, m.name, m.id).base);
     return list;
   }
 
@@ -441,7 +452,7 @@ export class ModelService {
       modelType: m.modelType,
       status: m.status,
       checkpointId: m.checkpointId,
-      params: m.params,
+      params: withoutSecrets(m.params),
       endpointName: m.endpointName,
       outputLocation: this.uri(m.outputPrefix),
       outputKeys: m.outputKeys,
@@ -579,7 +590,7 @@ export class ModelService {
         async (tx, events) => void (await this.transitionMergeIn(tx, events, m.id, "Complete", { checkpointId, completedAt: new Date() }, { checkpointId }, "completed")),
       );
     } catch (e) {
-      if (e instanceof NoModelFile || e instanceof TarFormatError || e instanceof CheckpointNameTaken) return fail(`the merged checkpoint could not be registered: ${e.message}`);
+      if (e instanceof UnusableArtifact || e instanceof CheckpointNameTaken) return fail(`the merged checkpoint could not be registered: ${e.message}`);
       if ((e as { code?: string }).code === "23505" && (await this.db.getRepository(CheckpointEntity).existsBy({ id: checkpointId }))) return; // a previous pass registered it
       throw e;
     }

@@ -11,17 +11,30 @@ import { ModelEntity, TrainingEntity } from "../adapters/db/entities/training.en
 import { SageMakerRequestError } from "../adapters/sagemaker/endpoint-provisioner.js";
 import type { Trainer, TrainingDescription } from "../adapters/sagemaker/trainer.js";
 import type { ObjectStore } from "../adapters/storage/object-store.js";
-import { TarFormatError } from "../adapters/storage/tar-reader.js";
 import { datasetPrefix } from "../domain/datasets.js";
 import { DomainError } from "../domain/errors.js";
 import type { StoredEvent } from "../domain/events.js";
 import { nameBasedUuid } from "../domain/name-uuid.js";
 import { assertMayChange, visibleToCaller } from "../domain/ownership.js";
 import type { Principal } from "../domain/principal.js";
-import { TRAIN_TYPES, TRAINING_STATUSES, canTrainingTransition, isFinalTraining, trainingInputNameProblem, trainingJobName, trainingKeys, type TrainingStatus } from "../domain/trainings.js";
+import {
+  RUNNING_TRAINING,
+  TRAIN_TYPES,
+  TRAINING_STATUSES,
+  bucketUri,
+  canTrainingTransition,
+  isFinalTraining,
+  keyInBucket,
+  paramsObject,
+  trainingInputNameProblem,
+  trainingJobName,
+  trainingKeys,
+  withoutSecrets,
+  type TrainingStatus,
+} from "../domain/trainings.js";
 import { parseInput } from "../domain/validation.js";
 import type { EventLog, EventRecorder } from "./event-log.js";
-import { CheckpointNameTaken, NoModelFile, type ProducedCheckpoints } from "./produced-checkpoints.js";
+import { CheckpointNameTaken, UnusableArtifact, type ProducedCheckpoints } from "./produced-checkpoints.js";
 
 export interface TrainingSettings {
   bucket: string;
@@ -70,14 +83,13 @@ export interface TrainingUploadUrl {
 }
 
 const idSchema = z.uuid({ error: "must be a training id (a UUID)" });
-const jsonObject = z.record(z.string(), z.unknown(), { error: "must be an object" }).refine((o) => JSON.stringify(o).length <= 20_000, { error: "must be at most 20000 characters as JSON" });
 const datasetRef = z.string({ error: "must be a dataset name or s3://<bucket>/dataset/<name>" }).max(1024);
 
 const createSchema = z
   .object({
     trainType: z.enum(TRAIN_TYPES, { error: `must be one of ${TRAIN_TYPES.join(", ")}` }),
     modelId: z.uuid({ error: "must be a model id (a UUID)" }),
-    params: jsonObject.optional(),
+    params: paramsObject.optional(),
     datasets: z.array(datasetRef, { error: "must be a list of datasets" }).max(10, { error: "at most 10 datasets" }).optional(),
     classDatasets: z.array(datasetRef, { error: "must be a list of datasets" }).max(10, { error: "at most 10 datasets" }).optional(),
     filenames: z
@@ -92,14 +104,14 @@ const createSchema = z
       .optional(),
     instanceType: z.string({ error: "must be an instance type" }).max(64).optional(),
     spot: z.boolean({ error: "must be true or false" }).optional(),
-    creator: z.string().optional(),
+    creator: z.string({ error: "must be a user name" }).max(128).optional(),
   })
   .strict();
 
 const listSchema = z
   .object({
-    statuses: z.array(z.enum(TRAINING_STATUSES, { error: `must be one of ${TRAINING_STATUSES.join(", ")}` })).optional(),
-    types: z.array(z.enum(TRAIN_TYPES, { error: `must be one of ${TRAIN_TYPES.join(", ")}` })).optional(),
+    statuses: z.array(z.enum(TRAINING_STATUSES, { error: `must be one of ${TRAINING_STATUSES.join(", ")}` })).max(TRAINING_STATUSES.length * 2, { error: "too many statuses" }).optional(),
+    types: z.array(z.enum(TRAIN_TYPES, { error: `must be one of ${TRAIN_TYPES.join(", ")}` })).max(TRAIN_TYPES.length * 2, { error: "too many types" }).optional(),
   })
   .strict();
 
@@ -107,11 +119,6 @@ const listSchema = z
 function hyperParameter(value: unknown, region: string): string {
   const json = JSON.stringify(value);
   return region.startsWith("cn-") ? json : Buffer.from(json, "utf8").toString("base64");
-}
-
-function keyOfUri(uri: string | undefined, bucket: string): string | undefined {
-  const m = uri ? /^s3:\/\/([^/]+)\/(.+)$/.exec(uri) : null;
-  return m && m[1] === bucket ? m[2] : undefined;
 }
 
 /**
@@ -132,6 +139,10 @@ export class TrainingService {
     private readonly settings: TrainingSettings,
     private readonly log: Logger,
   ) {}
+
+  private uri(key: string): string {
+    return bucketUri(this.settings.bucket, key);
+  }
 
   private get defaultInstanceType(): string {
     return this.settings.instanceTypes.includes("ml.g4dn.2xlarge") ? "ml.g4dn.2xlarge" : this.settings.instanceTypes[0]!;
@@ -162,15 +173,14 @@ export class TrainingService {
     const outputType = v.trainType === "Lora" || configParams.use_lora === true ? "Lora" : "Stable-diffusion";
     const id = randomUUID();
     const keys = trainingKeys(outputType, model.name, id);
-    const bucketUri = (prefix: string) => `s3://${this.settings.bucket}/${prefix.replace(/\/$/, "")}`;
     const trainingParams = (typeof params.training_params === "object" && params.training_params !== null ? params.training_params : {}) as Record<string, unknown>;
     params.training_params = {
       ...trainingParams,
       model_name: model.name,
       model_type: model.modelType,
-      s3_model_path: bucketUri(model.outputPrefix),
-      data_tar_list: datasets.map((d) => bucketUri(datasetPrefix(d.name))),
-      class_data_tar_list: classDatasets.map((d) => bucketUri(datasetPrefix(d.name))),
+      s3_model_path: this.uri(model.outputPrefix),
+      data_tar_list: datasets.map((d) => this.uri(datasetPrefix(d.name))),
+      class_data_tar_list: classDatasets.map((d) => this.uri(datasetPrefix(d.name))),
       training_instance_type: instanceType,
     };
     const spot = v.spot ?? false;
@@ -248,7 +258,12 @@ export class TrainingService {
     const missing: string[] = [];
     for (const f of t.inputFiles) if (!(await this.store.head(`${t.inputPrefix}${f}`))) missing.push(f);
     if (missing.length) throw DomainError.conflict(`training ${t.id} cannot start: ${missing.length} input file(s) not uploaded yet: ${missing.join(", ")}`, "filenames");
-    const started = await this.transition(t.id, "Starting", {}, { instanceType: t.instanceType, sagemakerJobName: t.sagemakerJobName }, "starting");
+    const started = await this.events.transaction(async (tx, events) => {
+      // The model's output is the training's input: held (shared lock) so that it cannot be deleted until the training runs, when deleteModels sees it.
+      const model = await tx.getRepository(ModelEntity).createQueryBuilder("m").setLock("pessimistic_read").where("m.id = :id", { id: t.modelId }).getOne();
+      if (model?.status !== "Complete") throw DomainError.conflict(`training ${t.id} cannot start: its model ${t.modelName} was deleted`, "modelId");
+      return this.transitionIn(tx, events, t.id, "Starting", {}, { instanceType: t.instanceType, sagemakerJobName: t.sagemakerJobName }, "starting");
+    });
     if (started) await this.queue.enqueue("training.run", { trainingId: t.id }, trainingJobIds.run(t.id));
     return this.view(principal, t.id);
   }
@@ -280,19 +295,25 @@ export class TrainingService {
     await this.transition(t.id, "Stopping", { stopRequested: true }, { requestedBy }, "stopping");
   }
 
-  /** Deletes finished or never-started trainings (all or none): their own objects and rows; models and produced checkpoints stay. */
+  /**
+   * Deletes finished or never-started trainings (all or none): their rows, then their own objects;
+   * models and produced checkpoints stay. Checked again under the rows' locks, so a training started
+   * since the request was read is refused, never deleted under its SageMaker job.
+   */
   async delete(principal: Principal, ids: unknown): Promise<string[]> {
     const list = [...new Set(parseInput(z.array(idSchema, { error: "must be a list of training ids" }).min(1, { error: "must name at least one training" }).max(100, { error: "at most 100 at once" }), ids, "ids"))];
-    const trainings = await Promise.all(list.map((id) => this.writable(principal, id)));
-    const running = trainings.filter((t) => t.status === "Starting" || t.status === "Training" || t.status === "Stopping");
-    if (running.length) throw DomainError.conflict(`training(s) ${running.map((t) => t.id).join(", ")} are running; stop them first`, "ids");
-    for (const t of trainings) {
-      await this.store.deletePrefix(t.inputPrefix.replace(/input\/$/, ""));
-      await this.events.transaction(async (tx, events) => {
+    await Promise.all(list.map((id) => this.writable(principal, id)));
+    const deleted = await this.events.transaction(async (tx, events) => {
+      const trainings = await tx.getRepository(TrainingEntity).createQueryBuilder("t").setLock("pessimistic_write").where("t.id IN (:...ids)", { ids: list }).orderBy("t.id").getMany();
+      const running = trainings.filter((t) => RUNNING_TRAINING.includes(t.status));
+      if (running.length) throw DomainError.conflict(`training(s) ${running.map((t) => t.id).join(", ")} are running; stop them first`, "ids");
+      for (const t of trainings) {
         await tx.delete(TrainingEntity, { id: t.id });
         if (!isFinalTraining(t.status)) await events.append(t.id, { type: "status", data: { status: "Deleted", previous: t.status }, terminal: true });
-      });
-    }
+      }
+      return trainings;
+    });
+    for (const t of deleted) await this.store.deletePrefix(trainingKeys(t.trainType, t.modelName, t.id).base);
     return list;
   }
 
@@ -300,14 +321,13 @@ export class TrainingService {
 
   private request(t: TrainingEntity): CreateTrainingJobCommandInput {
     const s = this.settings;
-    const uri = (prefix: string) => `s3://${s.bucket}/${prefix.replace(/\/$/, "")}`;
     const model = (t.params.training_params as Record<string, unknown> | undefined)?.s3_model_path;
     const channel = (name: string, s3Uri: string) => ({ ChannelName: name, DataSource: { S3DataSource: { S3DataType: "S3Prefix" as const, S3Uri: `${s3Uri}/`, S3DataDistributionType: "FullyReplicated" as const } } });
     const channels = [
       ...(typeof model === "string" ? [channel("model", model)] : []),
-      ...t.datasetNames.map((n, i) => channel(`dataset-${i}`, uri(datasetPrefix(n)))),
-      ...t.classDatasetNames.map((n, i) => channel(`class-${i}`, uri(datasetPrefix(n)))),
-      ...(t.inputFiles.length ? [channel("input", uri(t.inputPrefix))] : []),
+      ...t.datasetNames.map((n, i) => channel(`dataset-${i}`, this.uri(datasetPrefix(n)))),
+      ...t.classDatasetNames.map((n, i) => channel(`class-${i}`, this.uri(datasetPrefix(n)))),
+      ...(t.inputFiles.length ? [channel("input", this.uri(t.inputPrefix))] : []),
     ];
     return {
       TrainingJobName: t.sagemakerJobName,
@@ -316,14 +336,14 @@ export class TrainingService {
       HyperParameters: {
         sagemaker_program: hyperParameter("extensions/sd-webui-sagemaker/sagemaker_entrypoint_json.py", s.region),
         params: hyperParameter(t.params, s.region),
-        "s3-input-path": hyperParameter(uri(t.inputPrefix), s.region),
-        "s3-output-path": hyperParameter(uri(t.outputPrefix), s.region),
+        "s3-input-path": hyperParameter(this.uri(t.inputPrefix), s.region),
+        "s3-output-path": hyperParameter(this.uri(t.outputPrefix), s.region),
       },
       ...(channels.length ? { InputDataConfig: channels } : {}),
-      OutputDataConfig: { S3OutputPath: uri(t.outputPrefix) },
+      OutputDataConfig: { S3OutputPath: this.uri(t.outputPrefix) },
       ResourceConfig: { InstanceType: t.instanceType as never, InstanceCount: 1, VolumeSizeInGB: s.volumeSizeGb },
       StoppingCondition: { MaxRuntimeInSeconds: t.maxRuntimeSeconds, ...(t.spot ? { MaxWaitTimeInSeconds: Math.max(s.maxWaitSeconds, t.maxRuntimeSeconds) } : {}) },
-      ...(t.spot ? { EnableManagedSpotTraining: true, CheckpointConfig: { S3Uri: uri(trainingKeys(t.trainType, t.modelName, t.id).checkpoints) } } : {}),
+      ...(t.spot ? { EnableManagedSpotTraining: true, CheckpointConfig: { S3Uri: this.uri(trainingKeys(t.trainType, t.modelName, t.id).checkpoints) } } : {}),
       Tags: [{ Key: "diffgate:training-id", Value: t.id }],
     };
   }
@@ -337,9 +357,16 @@ export class TrainingService {
     let t = await this.load(id);
     if (!t || isFinalTraining(t.status) || t.status === "Initial") return {};
     if (t.status === "Starting") {
-      if (t.stopRequested && !t.jobCreated) {
+      // A worker that died inside CreateTrainingJob may have created the job without recording it:
+      // SageMaker is asked before a stop is taken as "nothing was created".
+      if (t.stopRequested && !t.jobCreated && !(await this.trainer.describe(t.sagemakerJobName))) {
         await this.transition(id, "Stopped", { completedAt: new Date() }, { reason: "stopped before the SageMaker training job was created" }, "stopped");
         return {};
+      }
+      if (t.stopRequested && !t.jobCreated) {
+        this.log.info({ trainingId: id, job: t.sagemakerJobName }, "stop requested, but a lost CreateTrainingJob went through: stopping the job");
+        await this.db.getRepository(TrainingEntity).update({ id }, { jobCreated: true });
+        t.jobCreated = true;
       }
       if (!t.jobCreated) {
         try {
@@ -416,7 +443,7 @@ export class TrainingService {
   private async complete(id: string, d: TrainingDescription): Promise<void> {
     const t = (await this.load(id))!;
     const artifact = d.ModelArtifacts?.S3ModelArtifacts;
-    const key = keyOfUri(artifact, this.settings.bucket);
+    const key = keyInBucket(artifact, this.settings.bucket);
     const fail = (reason: string) => this.transition(id, "Fail", { failureReason: reason, completedAt: new Date(), artifactUri: artifact ?? null }, { reason }, "failed");
     if (!key) {
       await fail(`the training job's artifact ${artifact ?? "(none)"} is not in the bucket ${this.settings.bucket}`);
@@ -439,7 +466,7 @@ export class TrainingService {
         finish,
       );
     } catch (e) {
-      if (e instanceof NoModelFile || e instanceof TarFormatError || e instanceof CheckpointNameTaken || (e as { name?: string }).name === "NoSuchKey" || (e as { code?: string }).code === "Z_DATA_ERROR") {
+      if (e instanceof UnusableArtifact || e instanceof CheckpointNameTaken) {
         await fail(`the training artifact ${artifact} could not be registered: ${(e as Error).message}`);
         return;
       }
@@ -449,7 +476,7 @@ export class TrainingService {
 
   /** Unfinished trainings whose run job was lost or gave up: their run job again (same id, so never twice at once). */
   async resumeUnfinished(): Promise<number> {
-    const open = await this.db.getRepository(TrainingEntity).findBy({ status: In(["Starting", "Training", "Stopping"]) });
+    const open = await this.db.getRepository(TrainingEntity).findBy({ status: In(RUNNING_TRAINING) });
     for (const t of open) await this.queue.ensure("training.run", { trainingId: t.id }, trainingJobIds.run(t.id));
     return open.length;
   }
@@ -497,7 +524,6 @@ export class TrainingService {
     if (f.statuses?.length) qb.andWhere("t.status IN (:...statuses)", { statuses: f.statuses });
     if (f.types?.length) qb.andWhere("t.train_type IN (:...types)", { types: f.types });
     const { entities, raw } = await qb.getRawAndEntities();
-    const uri = (prefix: string) => `s3://${this.settings.bucket}/${prefix.replace(/\/$/, "")}`;
     return entities.map((t, i) => ({
       id: t.id,
       trainType: t.trainType,
@@ -507,12 +533,12 @@ export class TrainingService {
       secondaryStatus: t.secondaryStatus,
       sagemakerJobName: t.sagemakerJobName,
       instanceType: t.instanceType,
-      params: t.params,
+      params: withoutSecrets(t.params),
       datasets: t.datasetNames,
       classDatasets: t.classDatasetNames,
       inputFiles: t.inputFiles,
-      inputLocation: uri(t.inputPrefix),
-      outputLocation: uri(t.outputPrefix),
+      inputLocation: this.uri(t.inputPrefix),
+      outputLocation: this.uri(t.outputPrefix),
       spot: t.spot,
       metrics: t.metrics,
       artifactUri: t.artifactUri,

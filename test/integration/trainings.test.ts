@@ -381,3 +381,105 @@ describe("merge", () => {
     expect(again.status).toBe(409);
   }, 30_000);
 });
+
+describe("hostile input and races (4xx naming the field, nothing half-written)", () => {
+  const deep = (levels: number): unknown => {
+    let v: unknown = 1;
+    for (let i = 0; i < levels; i++) v = [v];
+    return v;
+  };
+
+  it("refuses params nested thousands deep with a 400/BAD_INPUT, not a 500", async () => {
+    const body = trainingBody(catModel);
+    (body.params as Record<string, unknown>).config_params = { concepts_list: deep(6000) };
+    const r = await rest(base, "POST", "/trainings", { key: bob, body });
+    expect(r.status).toBe(400);
+    expect(r.body.message).toMatch(/^params: must nest at most 32 levels/);
+    const g = await gql(base, `mutation($m: ID!, $p: JSONObject) { createTraining(input: { trainType: "Lora", modelId: $m, datasets: ["cats"], params: $p }) { training { id } } }`, { m: catModel, p: { x: deep(6000) } }, { key: bob });
+    expect(g.body.errors![0]!.extensions).toMatchObject({ code: "BAD_INPUT", field: "params" });
+    const m = await rest(base, "POST", "/models", { key: bob, body: { name: "deepmodel", checkpoint_id: baseCheckpoint, params: { x: deep(6000) } } });
+    expect(m.status).toBe(400);
+    expect(m.body.message).toMatch(/^params: /);
+  });
+
+  it("refuses a model's bad params before opening the source upload (no checkpoint left behind)", async () => {
+    const count = async () => Number((await stack.runtime.db.query(`SELECT count(*)::int AS n FROM checkpoints`))[0].n);
+    const before = await count();
+    const r = await rest(base, "POST", "/models", { key: bob, body: { name: "leaky", filenames: [{ filename: "leaky-src.safetensors", parts_number: 1 }], params: { create_model_params: { ckpt_path: "other.safetensors" } } } });
+    expect(r.status).toBe(400);
+    expect(r.body.message).toMatch(/ckpt_path: must be a file of the checkpoint/);
+    const badName = await gql(base, `mutation { createModel(input: { name: "leaky", files: [{ name: "leaky-src.safetensors", partsNumber: 1 }], params: { create_model_params: { new_model_name: "../x" } } }) { model { id } } }`, {}, { key: bob });
+    expect(badName.body.errors![0]!.extensions).toMatchObject({ code: "BAD_INPUT", field: "params.create_model_params.new_model_name" });
+    expect(await count()).toBe(before);
+  });
+
+  it("never answers with a credential given in params (kept for the container only)", async () => {
+    const token = "hf_verysecrettoken123";
+    const r = await rest(base, "POST", "/models", { key: bob, body: { name: "withtoken", checkpoint_id: baseCheckpoint, params: { create_model_params: { new_model_token: token } } } });
+    expect(r.status).toBe(201);
+    const id = r.body.data.job.id as string;
+    expect(JSON.stringify(r.body)).not.toContain(token);
+    expect(JSON.stringify((await rest(base, "GET", `/models/${id}`, { key: bob })).body)).not.toContain(token);
+    expect(JSON.stringify((await rest(base, "GET", `/models`, { key: bob })).body)).not.toContain(token);
+    const g = await gql(base, `query($id: ID!) { model(id: $id) { params } }`, { id }, { key: bob });
+    expect(g.body.data.model.params.create_model_params.new_model_token).toBe("***");
+    const stored = await stack.runtime.db.query(`SELECT params FROM models WHERE id = $1`, [id]);
+    expect(stored[0].params.create_model_params.new_model_token).toBe(token);
+    const t = await rest(base, "POST", "/trainings", { key: bob, body: { ...trainingBody(catModel), params: { ...trainingBody(catModel).params, config_params: { hub_token: token } } } });
+    expect(t.status).toBe(201);
+    expect(JSON.stringify(t.body)).not.toContain(token);
+    expect(JSON.stringify((await rest(base, "GET", `/trainings/${t.body.data.job.id}`, { key: bob })).body)).not.toContain(token);
+    expect((await rest(base, "DELETE", "/models", { key: bob, body: { model_id_list: [id] } })).status).toBe(204);
+  });
+
+  it("bounds list filters (a huge filter list is a 400, not one SQL parameter each)", async () => {
+    const g = await gql(base, `query($s: [String!]) { trainings(filter: { statuses: $s }) { id } }`, { s: Array(100).fill("Initial") }, { key: bob });
+    expect(g.body.errors![0]!.extensions).toMatchObject({ code: "BAD_INPUT", field: "statuses" });
+    const m = await gql(base, `query($s: [String!]) { models(statuses: $s) { id } }`, { s: Array(100).fill("Complete") }, { key: bob });
+    expect(m.body.errors![0]!.extensions).toMatchObject({ code: "BAD_INPUT", field: "statuses" });
+  });
+
+  it("keeps a model its running training reads, and a training whose model is gone does not start", async () => {
+    const modelId = await completeModel(bob, "keptmodel", baseCheckpoint);
+    const running = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(modelId) });
+    const id = running.body.data.job.id as string;
+    expect((await rest(base, "PUT", `/trainings/${id}/start`, { key: bob })).status).toBe(202);
+    const refused = await rest(base, "DELETE", "/models", { key: bob, body: { model_id_list: [modelId] } });
+    expect(refused.status).toBe(409);
+    expect(refused.body.message).toMatch(/used by running training/);
+    expect((await stack.runtime.storage.listObjects(`Stable-diffusion/model/keptmodel/${modelId}/`)).length).toBeGreaterThan(0);
+    // Deleting the running training is refused too, its objects untouched.
+    expect((await rest(base, "DELETE", "/trainings", { key: bob, body: { training_id_list: [id] } })).status).toBe(409);
+    await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+
+    const waiting = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(modelId) });
+    const waitingId = waiting.body.data.job.id as string;
+    expect((await rest(base, "DELETE", "/models", { key: bob, body: { model_id_list: [modelId] } })).status).toBe(204);
+    const start = await rest(base, "PUT", `/trainings/${waitingId}/start`, { key: bob });
+    expect(start.status).toBe(409);
+    expect(start.body.message).toMatch(/model keptmodel was deleted/);
+    expect((await rest(base, "GET", `/trainings/${waitingId}`, { key: bob })).body.data.job_status).toBe("Initial");
+    expect(stack.emulator.calls("CreateTrainingJob").filter((c) => String(c.body.TrainingJobName).endsWith(waitingId.replace(/-/g, "")))).toHaveLength(0);
+  }, 30_000);
+
+  it("start, stop and delete sent together leave one consistent outcome", async () => {
+    for (let round = 0; round < 3; round++) {
+      const created = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(catModel) });
+      const id = created.body.data.job.id as string;
+      const [start, del] = await Promise.all([rest(base, "PUT", `/trainings/${id}/start`, { key: bob }), rest(base, "DELETE", "/trainings", { key: bob, body: { training_id_list: [id] } })]);
+      expect([202, 404]).toContain(start.status);
+      expect([204, 409]).toContain(del.status);
+      const row = (await stack.runtime.db.query(`SELECT status FROM trainings WHERE id = $1`, [id]))[0] as { status: string } | undefined;
+      // Either it was deleted before it started (and SageMaker never hears of it), or it runs and the delete was refused.
+      if (del.status === 204) expect(row).toBeUndefined();
+      else expect(row?.status).not.toBe("Initial");
+      if (row) {
+        await rest(base, "PUT", `/trainings/${id}/stop`, { key: bob });
+        await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+      } else {
+        await new Promise((r) => setTimeout(r, 300));
+        expect(stack.emulator.calls("CreateTrainingJob").filter((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, "")))).toHaveLength(0);
+      }
+    }
+  }, 30_000);
+});

@@ -83,4 +83,65 @@ describe("tar reader", () => {
     await expect(entries(corrupt)).rejects.toBeInstanceOf(TarFormatError);
     await expect(entries(archive.subarray(0, 1200))).rejects.toThrow(/truncated/);
   });
+
+  it("refuses an archive cut at an entry boundary (no end-of-archive marker)", async () => {
+    const archive = tar([{ name: "a.safetensors", content: Buffer.from("abc") }]);
+    await expect(entries(archive.subarray(0, archive.length - 1024))).rejects.toThrow(/no end-of-archive marker/);
+  });
+
+  it("fails fast on huge or negative declared sizes without buffering them", async () => {
+    const huge = header("big.safetensors", 0, "0");
+    // GNU base-256: 2^62 bytes, more than a JavaScript number counts exactly.
+    huge.fill(0, 124, 136);
+    huge[124] = 0x80;
+    huge[128] = 0x40;
+    const fixSum = (h: Buffer) => {
+      h.write("        ", 148);
+      let sum = 0;
+      for (const b of h) sum += b;
+      h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+      return h;
+    };
+    await expect(entries(Buffer.concat([fixSum(huge), Buffer.alloc(1024)]))).rejects.toThrow(/too large/);
+    const negative = header("neg.safetensors", 0, "0");
+    negative.fill(0xff, 124, 136);
+    await expect(entries(Buffer.concat([fixSum(negative), Buffer.alloc(1024)]))).rejects.toThrow(/negative/);
+    // A plausible 8 GiB declared over a few bytes: truncated, found while streaming.
+    const liar = header("liar.safetensors", 8 * 1024 ** 3, "0");
+    await expect(entries(Buffer.concat([liar, Buffer.from("abc")]))).rejects.toThrow(/truncated/);
+  });
+
+  it("takes a PAX size over the header's, and refuses malformed PAX records", async () => {
+    const content = Buffer.from("hello");
+    const record = `size=${content.length}\n`;
+    const pax = Buffer.from(`${record.length + 3} ${record}`);
+    const archive = Buffer.concat([header("PaxHeader", pax.length, "x"), pad(pax), header("m.safetensors", 0, "0"), pad(content), Buffer.alloc(1024)]);
+    expect(await entries(archive)).toEqual([{ name: "m.safetensors", data: "hello" }]);
+    const bad = Buffer.from("99 path=x.ckpt\n");
+    await expect(entries(Buffer.concat([header("PaxHeader", bad.length, "x"), pad(bad), Buffer.alloc(1024)]))).rejects.toBeInstanceOf(TarFormatError);
+  });
+
+  it("refuses archives of too many entries", async () => {
+    const many = tar(Array.from({ length: 30 }, (_, i) => ({ name: `f${i}`, content: Buffer.alloc(0) })));
+    await expect(readTar(Readable.from([many]), () => undefined, { maxEntries: 20 })).rejects.toThrow(/more than 20 entries/);
+    expect(await readTar(Readable.from([many]), () => undefined, { maxEntries: 30 })).toBe(30);
+  });
+
+  it("ends with an error, not a stall, when an entry's destination closes early", async () => {
+    const archive = tar([{ name: "m.safetensors", content: Buffer.alloc(200_000, 1) }]);
+    const read = readTar(Readable.from([archive]), () => {
+      const pass = new PassThrough({ highWaterMark: 1024 });
+      // An upload that fails after its first chunk: nobody reads the rest.
+      pass.once("data", () => pass.destroy());
+      return pass;
+    });
+    await expect(read).rejects.toThrow(/closed early/);
+    const destroyed = readTar(Readable.from([archive]), () => {
+      const pass = new PassThrough();
+      pass.on("error", () => undefined);
+      pass.destroy(new Error("upload refused"));
+      return pass;
+    });
+    await expect(destroyed).rejects.toThrow(/closed early|upload refused/);
+  });
 });

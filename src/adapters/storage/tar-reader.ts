@@ -1,8 +1,7 @@
-import { once } from "node:events";
 import type { Writable } from "node:stream";
 
 /**
- * A small streaming reader of POSIX tar archives (ustar, GNU long names, PAX `path`), enough for
+ * A small streaming reader of POSIX tar archives (ustar, GNU long names, PAX `path` and `size`), enough for
  * SageMaker model artifacts. Entries are read in order; the data of a regular file goes to the
  * writable `onFile` returns (with backpressure), or is skipped. Nothing is written to disk and entry
  * names are only reported, never used as paths.
@@ -80,16 +79,21 @@ function cString(b: Buffer): string {
   return b.toString("utf8", 0, end === -1 ? b.length : end);
 }
 
+/** Sizes beyond this cannot be counted exactly in a JavaScript number: a hostile header, not an artifact. */
+const MAX_ENTRY_BYTES = Number.MAX_SAFE_INTEGER;
+
 function numberField(b: Buffer): number {
-  // GNU base-256 for large sizes.
+  // GNU base-256 for large sizes; 0xff marks a negative number, which no size or checksum may be.
   if (b[0]! & 0x80) {
-    let n = 0;
+    if (b[0] === 0xff) throw new TarFormatError("negative number field");
+    let n = b[0]! & 0x7f;
     for (let i = 1; i < b.length; i++) n = n * 256 + b[i]!;
+    if (n > MAX_ENTRY_BYTES) throw new TarFormatError("number field too large");
     return n;
   }
   const text = cString(b).trim();
   if (text === "") return 0;
-  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad number field ${JSON.stringify(text)}`);
+  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad number field ${JSON.stringify(text.slice(0, 20))}`);
   return Number.parseInt(text, 8);
 }
 
@@ -100,36 +104,70 @@ function checksumOk(h: Buffer): boolean {
   return sum === stored;
 }
 
-function paxPath(data: Buffer): string | undefined {
+/** The `path` and `size` records of a PAX extended header ("<length> <key>=<value>\n" each). */
+function paxRecords(data: Buffer): { path?: string; size?: number } {
+  const out: { path?: string; size?: number } = {};
   let offset = 0;
-  let found: string | undefined;
   while (offset < data.length) {
     const space = data.indexOf(0x20, offset);
-    if (space === -1) break;
-    const length = Number.parseInt(data.toString("ascii", offset, space), 10);
-    if (!Number.isFinite(length) || length <= 0) break;
+    const digits = space === -1 ? "" : data.toString("ascii", offset, space);
+    const length = /^[0-9]{1,7}$/.test(digits) ? Number(digits) : NaN;
+    if (!(length > digits.length + 1) || offset + length > data.length || data[offset + length - 1] !== 0x0a) throw new TarFormatError("malformed PAX record");
     const record = data.toString("utf8", space + 1, offset + length - 1);
     const eq = record.indexOf("=");
-    if (eq > 0 && record.slice(0, eq) === "path") found = record.slice(eq + 1);
+    const key = eq > 0 ? record.slice(0, eq) : "";
+    if (key === "path") out.path = record.slice(eq + 1);
+    if (key === "size") {
+      const size = record.slice(eq + 1);
+      if (!/^[0-9]{1,16}$/.test(size) || Number(size) > MAX_ENTRY_BYTES) throw new TarFormatError("bad PAX size");
+      out.size = Number(size);
+    }
     offset += length;
   }
-  return found;
+  return out;
+}
+
+/** Writes with backpressure; a destination that closes or fails (an aborted upload) ends the read instead of stalling it. */
+async function writeTo(sink: Writable, chunk: Buffer): Promise<void> {
+  if (sink.destroyed || sink.writableEnded) throw new Error("the destination of a tar entry closed early");
+  if (sink.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const done = (e?: Error) => {
+      sink.off("drain", onDrain).off("error", done).off("close", onClose);
+      if (e) reject(e);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new Error("the destination of a tar entry closed early"));
+    sink.on("drain", onDrain).on("error", done).on("close", onClose);
+  });
 }
 
 const MAX_META_BYTES = 1024 * 1024;
+/** Headers read before giving up: an artifact holds a handful of files, a hostile one could hold millions of empty ones. */
+export const MAX_TAR_ENTRIES = 10_000;
 
-/** Reads the archive; `onFile` decides per regular file whether (and where) its data goes. */
-export async function readTar(source: AsyncIterable<Buffer | Uint8Array | string>, onFile: (header: TarFileHeader) => Writable | undefined): Promise<number> {
+/**
+ * Reads the archive; `onFile` decides per regular file whether (and where) its data goes. Memory
+ * stays bounded (one header, metadata up to 1 MiB, one chunk in flight); a truncated archive, one
+ * without its end-of-archive blocks, or one of more than `maxEntries` headers is a TarFormatError.
+ */
+export async function readTar(source: AsyncIterable<Buffer | Uint8Array | string>, onFile: (header: TarFileHeader) => Writable | undefined, { maxEntries = MAX_TAR_ENTRIES } = {}): Promise<number> {
   const reader = new ByteReader(source[Symbol.asyncIterator]());
   let files = 0;
+  let entries = 0;
   let nextName: string | undefined;
+  let nextSize: number | undefined;
   for (;;) {
     const h = await reader.read(512);
-    if (!h) break;
+    if (!h) throw new TarFormatError("truncated (no end-of-archive marker)");
     if (h.every((b) => b === 0)) break;
+    if (++entries > maxEntries) throw new TarFormatError(`more than ${maxEntries} entries`);
     if (!checksumOk(h)) throw new TarFormatError("header checksum mismatch");
-    const size = numberField(h.subarray(124, 136));
     const type = String.fromCharCode(h[156]!);
+    const headerSize = numberField(h.subarray(124, 136));
+    // A PAX `size` (archives of files of 8 GiB and more) replaces the header's for the next file only.
+    const size = type === "L" || type === "x" ? headerSize : (nextSize ?? headerSize);
     const padded = Math.ceil(size / 512) * 512;
     const magic = h.toString("ascii", 257, 262);
     const prefix = magic === "ustar" ? cString(h.subarray(345, 500)) : "";
@@ -137,17 +175,21 @@ export async function readTar(source: AsyncIterable<Buffer | Uint8Array | string
     if (type === "L" || type === "x") {
       if (size > MAX_META_BYTES) throw new TarFormatError("oversized metadata entry");
       const data = (await reader.read(padded)) ?? Buffer.alloc(0);
-      nextName = type === "L" ? cString(data.subarray(0, size)) : (paxPath(data.subarray(0, size)) ?? nextName);
+      if (type === "L") nextName = cString(data.subarray(0, size));
+      else {
+        const pax = paxRecords(data.subarray(0, size));
+        nextName = pax.path ?? nextName;
+        nextSize = pax.size ?? nextSize;
+      }
       continue;
     }
     nextName = undefined;
+    nextSize = undefined;
     if (type === "0" || type === "\0" || type === "7") {
       files++;
       const sink = onFile({ name, size });
       if (sink) {
-        for await (const chunk of reader.stream(size)) {
-          if (!sink.write(chunk)) await once(sink, "drain");
-        }
+        for await (const chunk of reader.stream(size)) await writeTo(sink, chunk);
         sink.end();
         await reader.skip(padded - size);
         continue;
