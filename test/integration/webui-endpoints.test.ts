@@ -228,6 +228,17 @@ describe("jobs on a WebUI server", () => {
     expect(sent.prompt).toContain("aws logo");
   });
 
+  it("runs img2img on /sdapi/v1/img2img with the init image as given", async () => {
+    const init = new PNG({ width: 8, height: 8 });
+    init.data.fill(200);
+    const image = `data:image/png;base64,${PNG.sync.write(init).toString("base64")}`;
+    const id = await submit({ task_type: "img2img", prompt: "repaint", steps: 4, width: 64, height: 64, denoising_strength: 0.6, init_images: [image] });
+    expect((await finished(id)).status).toBe("succeed");
+    const sent = gpu.requests.find((r) => r.path === "/sdapi/v1/img2img" && (r.body as any).force_task_id === id)!.body as Record<string, any>;
+    expect(sent.init_images).toEqual([image]);
+    expect(sent.denoising_strength).toBe(0.6);
+  });
+
   it("runs one job at a time per server; the others wait with positions that move up", async () => {
     const ids: string[] = [];
     for (const prompt of ["first", "second", "third"]) ids.push(await submit({ prompt, steps: 8, width: 64, height: 64 }));
