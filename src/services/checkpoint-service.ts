@@ -515,8 +515,7 @@ export class CheckpointService {
 
   async follow(principal: Principal, id: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const checkpoint = await this.view(principal, id);
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
-    return this.events.follow(checkpoint.id, v);
+    return this.events.followFrom(checkpoint.id, after, "the checkpoint's");
   }
 
   /** A presigned PUT for a key confined to the caller's uploads prefix (the seed's generate-s3-presigned-url-for-uploading). */

@@ -267,7 +267,6 @@ export class DatasetService {
   async follow(principal: Principal, name: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const [dataset] = await this.query(principal, { names: [parseInput(datasetName, name, "name")] });
     if (!dataset) throw DomainError.notFound(`dataset ${String(name)} is not found`);
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
-    return this.events.follow(dataset.id, v);
+    return this.events.followFrom(dataset.id, after, "the dataset's");
   }
 }

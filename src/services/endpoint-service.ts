@@ -378,10 +378,7 @@ export class EndpointService {
 
   async follow(principal: Principal, name: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const endpoint = await this.get(principal, name);
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
-    const stream = await this.events.stream(endpoint.id);
-    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond the endpoint's last event (${stream.lastSeq})`, "after");
-    return this.events.follow(endpoint.id, v);
+    return this.events.followFrom(endpoint.id, after, "the endpoint's");
   }
 
   // ---------------------------------------------------------------- workflows (job bodies)

@@ -2,7 +2,10 @@ import type { DataSource, EntityManager } from "typeorm";
 import type { Logger } from "pino";
 import type { RedisEventBus } from "../adapters/events/event-bus.js";
 import { EventStreamEntity, JobEventEntity } from "../adapters/db/entities/event.entity.js";
+import { z } from "zod";
+import { DomainError } from "../domain/errors.js";
 import type { NewEvent, StoredEvent, StreamKind } from "../domain/events.js";
+import { parseInput } from "../domain/validation.js";
 
 const REPLAY_PAGE = 500;
 
@@ -94,6 +97,18 @@ export class EventLog {
       .limit(limit);
     if (upTo !== undefined) qb.andWhere("e.seq <= :upTo", { upTo });
     return (await qb.getMany()).map(toStored);
+  }
+
+  /**
+   * `follow` for a subscriber's `after` (checked: a whole number, not beyond the stream's last event,
+   * since past the end of a finished stream the terminal event never comes and the subscription would
+   * hang). `what` names the stream in the refusal ("the training's").
+   */
+  async followFrom(streamId: string, after: unknown, what: string): Promise<AsyncIterableIterator<StoredEvent>> {
+    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
+    const stream = await this.stream(streamId);
+    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond ${what} last event (${stream.lastSeq})`, "after");
+    return this.follow(streamId, v);
   }
 
   /**

@@ -892,10 +892,7 @@ export class InferenceService {
 
   async follow(principal: Principal, id: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const job = await this.view(principal, id);
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
-    const stream = await this.events.stream(job.id);
-    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond the inference's last event (${stream.lastSeq})`, "after");
-    return this.events.follow(job.id, v);
+    return this.events.followFrom(job.id, after, "the inference's");
   }
 
   /**
@@ -903,13 +900,10 @@ export class InferenceService {
    * 0 = from the start), then live ones, in order, without gaps or duplicates.
    */
   async followMine(principal: Principal, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
     const streamId = userInferenceStreamId(principal.userId);
     // Opened here too, so that a subscriber with no jobs yet gets the live ones.
     await this.events.transaction((_tx, events) => events.openStream(streamId, "user_inferences", principal.userId));
-    const stream = await this.events.stream(streamId);
-    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond your last inference event (${stream.lastSeq})`, "after");
-    return this.events.follow(streamId, v);
+    return this.events.followFrom(streamId, after, "your inferences\'");
   }
 
   /** Ends a job FAILED with the reason (refused when it already ended). */

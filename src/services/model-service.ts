@@ -105,7 +105,7 @@ const createSchema = z
       .max(1, { error: "a model is made from one checkpoint file" })
       .optional(),
     params: paramsObject.optional(),
-    creator: z.string().optional(),
+    creator: z.string({ error: "must be a user name" }).max(128).optional(),
   })
   .strict();
 
@@ -468,7 +468,7 @@ export class ModelService {
 
   async followModel(principal: Principal, id: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const m = await this.view(principal, id);
-    return this.events.follow(m.id, parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after"));
+    return this.events.followFrom(m.id, after, "the model's");
   }
 
   private transitionModel(id: string, to: ModelStatus, patch: Partial<ModelEntity>, data: Record<string, unknown>, type: string): Promise<boolean> {

@@ -290,6 +290,11 @@ export class TrainingService {
       if (outcome === "ended") return;
     } catch (e) {
       if (e instanceof SageMakerRequestError) throw DomainError.conflict(`SageMaker refused to stop ${t.sagemakerJobName}: ${e.message}`);
+      // Throttled, or SageMaker unreachable: the stop stays requested and the run job asks again.
+      if ((e as { $metadata?: unknown }).$metadata !== undefined) {
+        await this.db.getRepository(TrainingEntity).update({ id: t.id }, { stopRequested: true });
+        throw DomainError.unavailable(`SageMaker did not take the stop of ${t.sagemakerJobName} now (${(e as Error).name}); it is asked again shortly`);
+      }
       throw e;
     }
     await this.transition(t.id, "Stopping", { stopRequested: true }, { requestedBy }, "stopping");
@@ -383,8 +388,9 @@ export class TrainingService {
       }
       await this.transition(id, "Training", { startedAt: new Date() }, { sagemakerJobName: t.sagemakerJobName }, "started");
       t = (await this.load(id))!;
-      if (t.stopRequested && t.status === "Training") await this.stopRunning(t, "stop requested while starting").catch((e: unknown) => this.log.warn({ err: e, trainingId: id }, "stopping after start failed"));
     }
+    // A stop asked for while starting, or one SageMaker did not take (throttled): asked again on each pass until it is.
+    if (t.stopRequested && t.status === "Training") await this.stopRunning(t, "stop requested earlier").catch((e: unknown) => this.log.warn({ err: e, trainingId: id }, "stopping the training job failed; trying again on the next pass"));
     const d = await this.trainer.describe(t.sagemakerJobName);
     if (!d) {
       if (t.statusChecks >= 10) {
@@ -554,10 +560,7 @@ export class TrainingService {
 
   async follow(principal: Principal, id: unknown, after: unknown): Promise<AsyncIterableIterator<StoredEvent>> {
     const t = await this.view(principal, id);
-    const v = parseInput(z.number({ error: "must be a whole number" }).int().min(0, { error: "must be 0 or more" }), after, "after");
-    const stream = await this.events.stream(t.id);
-    if (stream && v > stream.lastSeq) throw DomainError.badInput(`after: ${v} is beyond the training's last event (${stream.lastSeq})`, "after");
-    return this.events.follow(t.id, v);
+    return this.events.followFrom(t.id, after, "the training's");
   }
 
   // ---------------------------------------------------------------- transitions

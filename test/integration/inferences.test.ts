@@ -444,7 +444,7 @@ describe("myInferenceEvents", () => {
         complete: () => resolve("complete"),
       });
     });
-    expect(beyond).toMatch(/beyond your last inference event/);
+    expect(beyond).toMatch(/beyond your inferences' last event/);
   });
 });
 

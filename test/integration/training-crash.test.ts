@@ -1,4 +1,4 @@
-import { ListTrainingJobsCommand } from "@aws-sdk/client-sagemaker";
+import { DescribeTrainingJobCommand, ListTrainingJobsCommand } from "@aws-sdk/client-sagemaker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnDiffgate, type DiffgateProcess } from "../helpers/child-process.js";
 import { rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
@@ -70,6 +70,16 @@ async function completesOnce(id: string) {
   expect(ckpt[0].n).toBe(1);
 }
 
+/** Starts a new training and kills the worker while its CreateTrainingJob is held by SageMaker (the call goes through later). */
+async function startAndKillDuringCreate(): Promise<{ id: string; jobName: string }> {
+  const id = await newTraining();
+  expect((await rest(stack.baseUrl, "PUT", `/trainings/${id}/start`, { key: key() })).status).toBe(202);
+  const { jobName } = await row(id);
+  await until("CreateTrainingJob to be sent", () => (stack.emulator.calls("CreateTrainingJob").some((c) => c.body.TrainingJobName === jobName) ? true : undefined));
+  await workers.at(-1)!.stop("SIGKILL");
+  return { id, jobName };
+}
+
 describe("a worker killed during a training", () => {
   beforeAll(async () => {
     worker();
@@ -92,11 +102,7 @@ describe("a worker killed during a training", () => {
   }, 90_000);
 
   it("while CreateTrainingJob is in flight: the next worker finds the job already there and creates no second one", async () => {
-    const id = await newTraining();
-    expect((await rest(stack.baseUrl, "PUT", `/trainings/${id}/start`, { key: key() })).status).toBe(202);
-    const { jobName } = await row(id);
-    await until("CreateTrainingJob to be sent", () => (stack.emulator.calls("CreateTrainingJob").some((c) => c.body.TrainingJobName === jobName) ? true : undefined));
-    await workers.at(-1)!.stop("SIGKILL");
+    const { id, jobName } = await startAndKillDuringCreate();
     expect(await row(id)).toMatchObject({ status: "Starting", jobCreated: false });
     await new Promise((r) => setTimeout(r, 1800));
     expect(await sagemakerJobsNamed(jobName)).toBe(1);
@@ -113,5 +119,22 @@ describe("a worker killed during a training", () => {
     worker();
     await completesOnce(id);
     expect(stack.emulator.calls("CreateTrainingJob").filter((c) => c.body.TrainingJobName === jobName)).toHaveLength(1);
+  }, 120_000);
+
+  it("stopped while a dead worker's CreateTrainingJob went through: the job is found and stopped, not left running", async () => {
+    const { id, jobName } = await startAndKillDuringCreate();
+    // Stop while the row still says nothing was created: only the flag can be set.
+    expect((await rest(stack.baseUrl, "PUT", `/trainings/${id}/stop`, { key: key() })).body.data.job.status).toBe("Starting");
+    await until("the lost call to land", async () => ((await sagemakerJobsNamed(jobName)) === 1 ? true : undefined));
+    // The next pass of the run job (here in-process: no worker is left).
+    for (let pass = 0; pass < 200; pass++) {
+      const { recheckInMs } = await stack.runtime.trainings.run(id);
+      if (recheckInMs === undefined) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await row(id)).status).toBe("Stopped");
+    expect(stack.emulator.calls("StopTrainingJob").filter((c) => c.body.TrainingJobName === jobName)).toHaveLength(1);
+    const described = await stack.runtime.sagemaker.control.send(new DescribeTrainingJobCommand({ TrainingJobName: jobName }));
+    expect(described.TrainingJobStatus).toBe("Stopped");
   }, 120_000);
 });

@@ -383,23 +383,21 @@ describe("merge", () => {
 });
 
 describe("hostile input and races (4xx naming the field, nothing half-written)", () => {
-  const deep = (levels: number): unknown => {
-    let v: unknown = 1;
-    for (let i = 0; i < levels; i++) v = [v];
-    return v;
-  };
+  /** JSON text nested `levels` deep (built as text: the client's own JSON.stringify would overflow too). */
+  const deep = (levels: number) => `${"[".repeat(levels)}1${"]".repeat(levels)}`;
 
   it("refuses params nested thousands deep with a 400/BAD_INPUT, not a 500", async () => {
-    const body = trainingBody(catModel);
-    (body.params as Record<string, unknown>).config_params = { concepts_list: deep(6000) };
-    const r = await rest(base, "POST", "/trainings", { key: bob, body });
+    const body = JSON.stringify(trainingBody(catModel)).replace('"revision":""', `"revision":"","nested":${deep(6000)}`);
+    const r = await rest(base, "POST", "/trainings", { key: bob, rawBody: body });
     expect(r.status).toBe(400);
     expect(r.body.message).toMatch(/^params: must nest at most 32 levels/);
-    const g = await gql(base, `mutation($m: ID!, $p: JSONObject) { createTraining(input: { trainType: "Lora", modelId: $m, datasets: ["cats"], params: $p }) { training { id } } }`, { m: catModel, p: { x: deep(6000) } }, { key: bob });
-    expect(g.body.errors![0]!.extensions).toMatchObject({ code: "BAD_INPUT", field: "params" });
-    const m = await rest(base, "POST", "/models", { key: bob, body: { name: "deepmodel", checkpoint_id: baseCheckpoint, params: { x: deep(6000) } } });
+    const query = `mutation($m: ID!, $p: JSONObject) { createTraining(input: { trainType: "Lora", modelId: $m, datasets: ["cats"], params: $p }) { training { id } } }`;
+    const g = await fetch(`${base}/graphql`, { method: "POST", headers: { "content-type": "application/json", "x-api-key": bob }, body: `{"query":${JSON.stringify(query)},"variables":{"m":"${catModel}","p":{"x":${deep(6000)}}}}` });
+    expect(((await g.json()) as any).errors[0].extensions).toMatchObject({ code: "BAD_INPUT", field: "params" });
+    const m = await rest(base, "POST", "/models", { key: bob, rawBody: `{"name":"deepmodel","checkpoint_id":"${baseCheckpoint}","params":{"x":${deep(6000)}}}` });
     expect(m.status).toBe(400);
     expect(m.body.message).toMatch(/^params: /);
+    expect((await rest(base, "GET", "/models", { key: bob })).body.data.models.some((x: any) => x.model_name === "deepmodel")).toBe(false);
   });
 
   it("refuses a model's bad params before opening the source upload (no checkpoint left behind)", async () => {
@@ -482,4 +480,55 @@ describe("hostile input and races (4xx naming the field, nothing half-written)",
       }
     }
   }, 30_000);
+
+  it("a stop SageMaker throttles is a 503, and the run job asks again until the training stops", async () => {
+    const created = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(catModel) });
+    const id = created.body.data.job.id as string;
+    expect((await rest(base, "PUT", `/trainings/${id}/start`, { key: bob })).status).toBe(202);
+    await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.job_status === "Training", "Training");
+    // The trainer of this (in-process) API and worker: its next StopTrainingJob is throttled.
+    const trainer = (stack.runtime.trainings as unknown as { trainer: { stop: (name: string) => Promise<string> } }).trainer;
+    const realStop = trainer.stop;
+    trainer.stop = async () => {
+      trainer.stop = realStop;
+      throw Object.assign(new Error("Rate exceeded"), { name: "ThrottlingException", $fault: "client", $metadata: { httpStatusCode: 400 } });
+    };
+    try {
+      const throttled = await rest(base, "PUT", `/trainings/${id}/stop`, { key: bob });
+      expect(throttled.status).toBe(503);
+      expect(throttled.body.message).toMatch(/did not take the stop .* asked again/);
+    } finally {
+      trainer.stop = realStop;
+    }
+    // A pass of the run job (the worker's own passes do the same) sends the stop again.
+    await stack.runtime.trainings.run(id);
+    const done = await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+    expect(done.body.data.job_status).toBe("Stopped");
+  }, 30_000);
+
+  it("refuses to follow a model past its last event (instead of waiting forever)", async () => {
+    const subscribe = (query: string, id: string) => {
+      const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": bob }, retryAttempts: 0 });
+      return new Promise<unknown>((resolve) => {
+        const timer = setTimeout(() => resolve("no answer"), 3000);
+        client.subscribe(
+          { query, variables: { id } },
+          {
+            next: (m) => {
+              clearTimeout(timer);
+              resolve(m.errors ?? m.data);
+            },
+            error: (e) => {
+              clearTimeout(timer);
+              resolve(e);
+            },
+            complete: () => undefined,
+          },
+        );
+      }).finally(() => void client.dispose());
+    };
+    const model = await subscribe(`subscription($id: ID!) { modelEvents(id: $id, after: 999) { seq } }`, catModel);
+    expect(model).toMatchObject([{ extensions: { code: "BAD_INPUT", field: "after" } }]);
+  });
 });
+
