@@ -36,6 +36,13 @@ import { parseInput } from "../domain/validation.js";
 import type { EventLog, EventRecorder } from "./event-log.js";
 import { CheckpointNameTaken, UnusableArtifact, type ProducedCheckpoints } from "./produced-checkpoints.js";
 
+/**
+ * How long after a CreateTrainingJob call it may still land (a request sent by a worker that died
+ * before the answer came): SageMaker acts on a request it received within seconds, and the SDK gives
+ * up on one well within this.
+ */
+const CREATE_SETTLE_MS = 60_000;
+
 export interface TrainingSettings {
   bucket: string;
   region: string;
@@ -365,6 +372,7 @@ export class TrainingService {
       // A worker that died inside CreateTrainingJob may have created the job without recording it:
       // SageMaker is asked before a stop is taken as "nothing was created".
       if (t.stopRequested && !t.jobCreated && !(await this.trainer.describe(t.sagemakerJobName))) {
+        if (t.createAttemptedAt && Date.now() - t.createAttemptedAt.getTime() < CREATE_SETTLE_MS) return { recheckInMs: 1000 };
         await this.transition(id, "Stopped", { completedAt: new Date() }, { reason: "stopped before the SageMaker training job was created" }, "stopped");
         return {};
       }
@@ -374,6 +382,7 @@ export class TrainingService {
         t.jobCreated = true;
       }
       if (!t.jobCreated) {
+        await this.db.getRepository(TrainingEntity).update({ id }, { createAttemptedAt: new Date() });
         try {
           const outcome = await this.trainer.create(this.request(t));
           if (outcome === "existed" && !(await this.trainer.describe(t.sagemakerJobName))) throw new Error(`CreateTrainingJob says ${t.sagemakerJobName} exists, but DescribeTrainingJob does not find it`);

@@ -137,4 +137,24 @@ describe("a worker killed during a training", () => {
     const described = await stack.runtime.sagemaker.control.send(new DescribeTrainingJobCommand({ TrainingJobName: jobName }));
     expect(described.TrainingJobStatus).toBe("Stopped");
   }, 120_000);
+
+  it("stopped before a dead worker's CreateTrainingJob lands: the stop waits for it, then stops the job it finds", async () => {
+    await worker().waitFor(/worker: \d+ concurrent jobs/);
+    const { id, jobName } = await startAndKillDuringCreate();
+    expect((await rest(stack.baseUrl, "PUT", `/trainings/${id}/stop`, { key: key() })).body.data.job.status).toBe("Starting");
+    // Passes of the run job while the lost call is still held (1.5 s): SageMaker has no job yet.
+    expect(await sagemakerJobsNamed(jobName)).toBe(0);
+    const first = await stack.runtime.trainings.run(id);
+    expect(first.recheckInMs).toBeGreaterThan(0);
+    expect((await row(id)).status).toBe("Starting");
+    for (let pass = 0; pass < 400; pass++) {
+      const { recheckInMs } = await stack.runtime.trainings.run(id);
+      if (recheckInMs === undefined || (await row(id)).status === "Stopped") break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect((await row(id)).status).toBe("Stopped");
+    expect(stack.emulator.calls("StopTrainingJob").filter((c) => c.body.TrainingJobName === jobName)).toHaveLength(1);
+    const described = await stack.runtime.sagemaker.control.send(new DescribeTrainingJobCommand({ TrainingJobName: jobName }));
+    expect(["Stopping", "Stopped"]).toContain(described.TrainingJobStatus);
+  }, 120_000);
 });

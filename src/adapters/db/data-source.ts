@@ -18,9 +18,10 @@ import { Datasets1795766214750 } from "./migrations/1795766214750-datasets.js";
 import { Inferences1795767595712 } from "./migrations/1795767595712-inferences.js";
 import { WebUiEndpoints1795770766707 } from "./migrations/1795770766707-web-ui-endpoints.js";
 import { Trainings1795770790811 } from "./migrations/1795770790811-trainings.js";
+import { TrainingCreateAttempt1795773741132 } from "./migrations/1795773741132-training-create-attempt.js";
 
 export const ENTITIES = [UserEntity, RoleEntity, ApiKeyEntity, SystemSettingEntity, EventStreamEntity, JobEventEntity, SystemCheckEntity, EndpointEntity, CheckpointEntity, CheckpointFileEntity, DatasetEntity, DatasetItemEntity, InferenceEntity, ModelEntity, TrainingEntity, MergeEntity];
-export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750, Inferences1795767595712, WebUiEndpoints1795770766707, Trainings1795770790811];
+export const MIGRATIONS = [Foundation1764230400000, EndpointDeployments1795762597887, Checkpoints1795763295929, Datasets1795766214750, Inferences1795767595712, WebUiEndpoints1795770766707, Trainings1795770790811, TrainingCreateAttempt1795773741132];
 
 /** Advisory-lock key for schema migrations and first-start bootstrap ("diffgate" as an int64). */
 const MIGRATION_LOCK_KEY = "7235843316543545716";

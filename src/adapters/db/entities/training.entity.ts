@@ -117,6 +117,13 @@ export class TrainingEntity {
   @Column({ name: "job_created", type: "boolean", default: false })
   jobCreated!: boolean;
 
+  /**
+   * When CreateTrainingJob was last called. A stop that finds no job yet waits until a call from a
+   * worker that died mid-request can no longer land, before it records that nothing was created.
+   */
+  @Column({ name: "create_attempted_at", type: "timestamptz", nullable: true })
+  createAttemptedAt!: Date | null;
+
   @Column({ name: "instance_type", type: "varchar", length: 32 })
   instanceType!: string;
 
