@@ -1,6 +1,6 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
-import { In, type DataSource } from "typeorm";
+import { In, type DataSource, type EntityManager } from "typeorm";
 import { z } from "zod";
 import { inferenceJobIds } from "../../queues/job-types.js";
 import type { JobQueue } from "../../queues/job-queue.js";
@@ -211,10 +211,9 @@ function decodeImage(value: unknown, n: number): Buffer {
  * SageMaker endpoint, watch for the output, collect the images, cancel, list, delete, progress
  * callbacks from the container, and their event streams.
  *
- * Capacity: a job is dispatched as soon as the worker takes it; SageMaker's own per-endpoint queue
- * (instances × MaxConcurrentInvocationsPerInstance) holds what does not fit, and an endpoint at 0
- * instances holds everything until autoscaling wakes it. The queued event tells the position (jobs of
- * the endpoint ahead, not yet finished) and whether the job waits for capacity.
+ * Capacity: jobs wait here, in line per endpoint, until the endpoint has a free slot (the gate:
+ * claimSlot, docs/architecture.md "The dispatch gate"); the queued and position events tell each its
+ * place and why it waits. Jobs of WebUI endpoints are run by the WebUiJobExecutor.
  */
 export class InferenceService {
   constructor(
@@ -560,7 +559,7 @@ export class InferenceService {
   }
 
   /** Position of a queued job: waiting jobs queued before it, plus what holds the endpoint's slots. */
-  private async standing(tx: import("typeorm").EntityManager, job: Pick<InferenceEntity, "id" | "endpointId" | "endpointName" | "queuedAt">, endpoint: EndpointEntity | null): Promise<QueueStanding> {
+  private async standing(tx: EntityManager, job: Pick<InferenceEntity, "id" | "endpointId" | "endpointName" | "queuedAt">, endpoint: EndpointEntity | null): Promise<QueueStanding> {
     const [counts] = (await tx.query(
       `SELECT count(*) FILTER (WHERE status IN ('DISPATCHED', 'RUNNING') OR (status = 'QUEUED' AND slot_claimed_at IS NOT NULL))::int AS in_flight,
               count(*) FILTER (WHERE status = 'QUEUED' AND slot_claimed_at IS NULL AND (queued_at, id) < ($2, $3))::int AS ahead
@@ -757,7 +756,6 @@ export class InferenceService {
    */
   async recordProgress(job: InferenceEntity, p: { step: number; totalSteps: number; etaSeconds: number | null; preview?: Buffer }): Promise<void> {
     const step = Math.min(p.step, p.totalSteps);
-    const v = { total_steps: p.totalSteps, eta_seconds: p.etaSeconds };
     if (step <= job.lastStep) return;
     let previewKey: string | undefined;
     if (p.preview) {
@@ -770,9 +768,9 @@ export class InferenceService {
       if (!current || isFinal(current.status) || step <= current.lastStep) return;
       // The first accepted callback of a dispatched job shows it running (DESIGN: RUNNING = progress seen).
       const starts = current.status === "DISPATCHED";
-      await tx.update(InferenceEntity, { id: job.id }, { lastStep: step, totalSteps: v.total_steps, ...(previewKey ? { previewKey } : {}), ...(starts ? { status: "RUNNING" as const } : {}) });
-      if (starts) await appendInferenceEvent(events, job.id, current.creatorId, { type: "running", data: { status: "RUNNING", previous: "DISPATCHED", step, totalSteps: v.total_steps } });
-      await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: v.total_steps, etaSeconds: v.eta_seconds, ...(previewKey ? { previewKey } : {}) } });
+      await tx.update(InferenceEntity, { id: job.id }, { lastStep: step, totalSteps: p.totalSteps, ...(previewKey ? { previewKey } : {}), ...(starts ? { status: "RUNNING" as const } : {}) });
+      if (starts) await appendInferenceEvent(events, job.id, current.creatorId, { type: "running", data: { status: "RUNNING", previous: "DISPATCHED", step, totalSteps: p.totalSteps } });
+      await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: p.totalSteps, etaSeconds: p.etaSeconds, ...(previewKey ? { previewKey } : {}) } });
     });
     // The last step: the output follows within moments, so the watch looks now rather than at its pace.
     if (step >= p.totalSteps && job.invoked) await this.queue.wake(inferenceJobIds.watch(job.id)).catch(() => undefined);
