@@ -258,7 +258,7 @@ export class InferenceService {
     const task: InferenceTaskType = v.taskType;
     if (v.parameters !== undefined) checkWebUiParameters(task, v.parameters);
     const endpoint = await this.usableEndpoint(principal, v.endpointName);
-    const models = endpoint.provider === "webui" ? this.webUiModels(endpoint, task, v.models) : await this.usedModels(principal, v.models);
+    const models = endpoint.provider === "webui" ? this.webUiModels(endpoint, v.models) : await this.usedModels(principal, v.models);
 
     const id = randomUUID();
     const keys = inferenceKeys(task, id);
@@ -403,13 +403,13 @@ export class InferenceService {
   }
 
   /**
-   * A WebUI server uses its own checkpoint files: the Stable-diffusion model names one of the models
+   * Every task type runs on a WebUI server (rembg needs its rembg extension). A WebUI server uses its
+   * own checkpoint files: the Stable-diffusion model names one of the models
    * it offered at its last health check (title, name or file name); other model types are named in
    * the prompt or the parameters, as on the server itself; a VAE (other than Automatic/None) is
    * passed as the server's `sd_vae` setting for the request.
    */
-  private webUiModels(endpoint: EndpointEntity, task: InferenceTaskType, models: Record<string, string[]>): UsedModels {
-    if (task !== "txt2img" && task !== "img2img") throw DomainError.badInput(`taskType: WebUI endpoints run txt2img and img2img (got ${task})`, "taskType");
+  private webUiModels(endpoint: EndpointEntity, models: Record<string, string[]>): UsedModels {
     const used: UsedModels = {};
     for (const [type, all] of Object.entries(models)) {
       // The WebUI extension always sends VAE Automatic (or None): the server's own choice.

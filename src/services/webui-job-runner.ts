@@ -3,7 +3,7 @@ import type { EndpointEntity } from "../adapters/db/entities/endpoint.entity.js"
 import { InferenceEntity } from "../adapters/db/entities/inference.entity.js";
 import { pngThumbnail } from "../adapters/images/png-thumbnail.js";
 import type { ObjectStore } from "../adapters/storage/object-store.js";
-import { WebUiRefused, WebUiUnreachable, type WebUiClient, type WebUiServer } from "../adapters/webui/webui-client.js";
+import { WEBUI_TASK_PATHS, WebUiRefused, WebUiUnreachable, type WebUiClient, type WebUiServer } from "../adapters/webui/webui-client.js";
 import { parseWebUiJson } from "../domain/webui-parameters.js";
 import type { EndpointService } from "./endpoint-service.js";
 import type { InferenceService, WebUiJobExecutor } from "./inference-service.js";
@@ -95,20 +95,25 @@ export class WebUiJobRunner implements WebUiJobExecutor {
     const title = used["Stable-diffusion"]?.[0]?.model_name;
     const vae = used.VAE?.[0]?.model_name;
     const overrides = typeof params.override_settings === "object" && params.override_settings !== null ? (params.override_settings as Record<string, unknown>) : {};
-    const body: Record<string, unknown> = {
-      ...params,
-      force_task_id: job.id,
-      override_settings: { ...overrides, ...(title ? { sd_model_checkpoint: title } : {}), ...(vae ? { sd_vae: vae } : {}) },
-      override_settings_restore_afterwards: true,
-      send_images: true,
-      save_images: false,
-    };
+    // Generations carry the task id (for progress and task-checked interrupts) and the checkpoint;
+    // extras and rembg take their parameters as they are (they have neither).
+    const generation = job.taskType === "txt2img" || job.taskType === "img2img";
+    const body: Record<string, unknown> = generation
+      ? {
+          ...params,
+          force_task_id: job.id,
+          override_settings: { ...overrides, ...(title ? { sd_model_checkpoint: title } : {}), ...(vae ? { sd_vae: vae } : {}) },
+          override_settings_restore_afterwards: true,
+          send_images: true,
+          save_images: false,
+        }
+      : params;
 
     const startedAt = new Date();
     await this.db.getRepository(InferenceEntity).update({ id: job.id }, { invokeStartedAt: startedAt, runAttempts: job.runAttempts + 1 });
     // Refused only when the job changed meanwhile (cancelled after it took its slot): nothing is sent.
     if (job.status === "QUEUED" && !(await this.inferences.markDispatched(job.id, { endpointName: endpoint.name, provider: "webui" }))) return {};
-    const task = job.taskType === "img2img" ? "img2img" : "txt2img";
+    const path = WEBUI_TASK_PATHS[job.taskType as keyof typeof WEBUI_TASK_PATHS];
 
     const abort = new AbortController();
     let timedOut = false;
@@ -119,7 +124,7 @@ export class WebUiJobRunner implements WebUiJobExecutor {
     const poller = this.pollProgress(job, server, Number(params.steps) || 20, abort.signal);
     let answer: unknown;
     try {
-      answer = await this.client.generate(server, task, body, { timeoutMs: this.settings.jobTimeoutMs + INTERRUPT_GRACE_MS, signal: abort.signal });
+      answer = await this.client.generate(server, path, body, { timeoutMs: this.settings.jobTimeoutMs + INTERRUPT_GRACE_MS, signal: abort.signal });
     } catch (e) {
       return await this.runFailed(job, endpoint, e, timedOut);
     } finally {

@@ -16,6 +16,10 @@ import { PNG } from "pngjs";
  * - `POST /internal/progress`            per-task progress with live previews
  * - `POST /sdapi/v1/interrupt`           interrupts whatever is running (global, no task id)
  * - `GET|POST /sdapi/v1/options`         the current checkpoint
+ * - `POST /sdapi/v1/extra-single-image`, `/extra-batch-images`  "upscaled" images, answered at once
+ *   (a real server runs them behind the same lock); the output is a drawn PNG of the requested size
+ *   (`resize_mode` 1: `upscaling_resize_w` × `upscaling_resize_h`; else 64 × `upscaling_resize`
+ *   square, since the input is not decoded), keyed on the input bytes
  *
  * A generation advances `sampling_step` by one every `stepMs` milliseconds (through setImmediate
  * when `stepMs` is 0, so the event loop is never blocked) for each of its `n_iter` iterations, and
@@ -431,8 +435,18 @@ const ROUTES: Record<string, string[]> = {
   "/sdapi/v1/progress": ["GET"],
   "/sdapi/v1/interrupt": ["POST"],
   "/sdapi/v1/options": ["GET", "POST"],
+  "/sdapi/v1/extra-single-image": ["POST"],
+  "/sdapi/v1/extra-batch-images": ["POST"],
   "/internal/progress": ["POST"],
 };
+
+/** The "upscaled" image of an extras request for one input (see the header for its size). */
+function extrasImage(body: Record<string, unknown>, input: string): string {
+  const byMode = intField(body, "resize_mode", 0, 0, 1);
+  const width = byMode === 1 ? intField(body, "upscaling_resize_w", 512, 1, 8192) : Math.round(64 * numberField(body, "upscaling_resize", 2));
+  const height = byMode === 1 ? intField(body, "upscaling_resize_h", 512, 1, 8192) : width;
+  return renderPng(width, height, createHash("sha256").update(input).digest("hex"), 1).toString("base64");
+}
 
 // ---------------------------------------------------------------------------------------------
 // The double
@@ -647,6 +661,17 @@ export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promis
           return sendJson(res, 200, { sd_model_checkpoint: currentModel?.title ?? null });
         case "POST /sdapi/v1/options":
           return setOptions(fields, res);
+        case "POST /sdapi/v1/extra-single-image": {
+          checkInitImages([fields.image]);
+          return sendJson(res, 200, { html_info: "<p>upscaled by the WebUI double</p>", image: extrasImage(fields, String(fields.image)) });
+        }
+        case "POST /sdapi/v1/extra-batch-images": {
+          const list = fields.imageList;
+          if (!Array.isArray(list) || list.length === 0) throw invalid("imageList", "field required", "value_error.missing");
+          const inputs = list.map((e) => (e as { data?: unknown } | null)?.data);
+          checkInitImages(inputs);
+          return sendJson(res, 200, { html_info: "<p>upscaled by the WebUI double</p>", images: inputs.map((d) => extrasImage(fields, String(d))) });
+        }
       }
     } catch (e) {
       if (e instanceof HttpFailure) return sendJson(res, e.status, e.body);

@@ -156,11 +156,10 @@ describe("registering a WebUI server", () => {
     expect(gqlBad.body.errors?.[0]?.extensions).toMatchObject({ code: "BAD_INPUT", field: "baseUrl" });
   });
 
-  it("refuses jobs the server cannot run: unknown checkpoints, other model types, other tasks", async () => {
+  it("refuses jobs the server cannot run: unknown checkpoints, other model types", async () => {
     const bad = async (body: Record<string, unknown>) => rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, prompt: "x", ...body } });
     expect((await bad({ task_type: "txt2img", models: { "Stable-diffusion": ["missing.safetensors"] } })).body.message).toMatch(/models: checkpoint missing\.safetensors is not offered by webui-gpu-box/);
     expect((await bad({ task_type: "txt2img", models: { Lora: ["x"] } })).body.message).toMatch(/models\.Lora: a WebUI server uses its own Lora files/);
-    expect((await bad({ task_type: "rembg" })).status).toBe(400);
   });
 });
 
@@ -237,6 +236,23 @@ describe("jobs on a WebUI server", () => {
     const sent = gpu.requests.find((r) => r.path === "/sdapi/v1/img2img" && (r.body as any).force_task_id === id)!.body as Record<string, any>;
     expect(sent.init_images).toEqual([image]);
     expect(sent.denoising_strength).toBe(0.6);
+  });
+
+  it("runs the extras tasks on the server's own extras API, and says so when rembg's extension is missing", async () => {
+    const fixture = (name: string) => readFile(path.resolve(path.dirname(fileURLToPath(import.meta.url)), `../fixtures/webui-payloads/${name}`), "utf8").then((t) => JSON.parse(t) as Record<string, unknown>);
+    const single = await fixture("extra-single-image-api-params.json");
+    const one = await submit({ ...single, task_type: "extra-single-image" });
+    expect(await finished(one)).toMatchObject({ status: "succeed", image_names: ["image.png"] });
+    const sentOne = gpu.requests.find((r) => r.path === "/sdapi/v1/extra-single-image")!.body as Record<string, unknown>;
+    expect(sentOne).toEqual(single); // as given: no task id, no overrides
+    const stored = PNG.sync.read(Buffer.from(await (await fetch((await job(one)).img_presigned_urls[0])).arrayBuffer()));
+    expect([stored.width, stored.height]).toEqual([128, 128]); // resize_mode 0 × upscaling_resize 2 in the double
+
+    const batch = await submit({ task_type: "extra-batch-images", upscaling_resize: 1, imageList: [{ data: single.image, name: "a.jpg" }, { data: single.image, name: "b.jpg" }] });
+    expect(await finished(batch)).toMatchObject({ status: "succeed", image_names: ["image_0.png", "image_1.png"] });
+
+    const rembg = await submit({ ...(await fixture("rembg-api-params.json")), task_type: "rembg" });
+    expect(await finished(rembg)).toMatchObject({ status: "failed", error: expect.stringMatching(/refused the job \(404\): Not Found/) });
   });
 
   it("runs one job at a time per server; the others wait with positions that move up", async () => {

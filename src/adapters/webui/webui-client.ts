@@ -33,6 +33,18 @@ export class WebUiRefused extends Error {
   }
 }
 
+/**
+ * Where each task runs on a WebUI server: its own API for generations and extras; rembg is the
+ * stable-diffusion-webui-rembg extension's route (a server without it answers 404).
+ */
+export const WEBUI_TASK_PATHS = {
+  txt2img: "/sdapi/v1/txt2img",
+  img2img: "/sdapi/v1/img2img",
+  "extra-single-image": "/sdapi/v1/extra-single-image",
+  "extra-batch-images": "/sdapi/v1/extra-batch-images",
+  rembg: "/rembg",
+} as const;
+
 export interface WebUiGeneration {
   images: unknown[];
   parameters?: unknown;
@@ -133,10 +145,14 @@ export class WebUiClient {
     });
   }
 
-  /** txt2img / img2img; holds until the server has finished (it runs one generation at a time). */
-  async generate(server: WebUiServer, task: "txt2img" | "img2img", body: Record<string, unknown>, options: { timeoutMs: number; signal?: AbortSignal }): Promise<WebUiGeneration> {
-    const out = await this.call<WebUiGeneration>(server, "POST", `/sdapi/v1/${task}`, body, options);
-    if (!out || typeof out !== "object" || !Array.isArray(out.images)) throw new WebUiRefused(200, `/sdapi/v1/${task} answered without images`);
+  /**
+   * Runs one task (txt2img, img2img, extras, rembg: `WEBUI_TASK_PATHS`); holds until the server has
+   * finished (it runs one at a time) and answers its JSON: `{images, parameters, info}`, or
+   * `{image, html_info}` for the single-image tasks.
+   */
+  async generate(server: WebUiServer, path: string, body: Record<string, unknown>, options: { timeoutMs: number; signal?: AbortSignal }): Promise<WebUiGeneration> {
+    const out = await this.call<WebUiGeneration & { image?: unknown }>(server, "POST", path, body, options);
+    if (!out || typeof out !== "object" || (!Array.isArray(out.images) && typeof out.image !== "string")) throw new WebUiRefused(200, `${path} answered without images`);
     return out;
   }
 
