@@ -509,3 +509,16 @@ describe("SageMaker notifications through SNS", () => {
     expect((await rest(base, "GET", `/inferences/${id}`, { key: admin })).body.data.image_names).toEqual(["image_0.png"]);
   });
 });
+
+describe("model creation without a utility endpoint", () => {
+  it("is refused with a 409 saying what to configure, and the model stays Initial", async () => {
+    const checkpointId = await activeCheckpoint(admin, "Stable-diffusion", "utility-src.safetensors");
+    const created = await rest(base, "POST", "/models", { key: admin, body: { model_type: "Stable-diffusion", name: "nowhere", filenames: [], checkpoint_id: checkpointId, params: { create_model_params: { new_model_name: "nowhere" } } } });
+    expect(created.status).toBe(201);
+    const id = created.body.data.job.id as string;
+    const started = await rest(base, "PUT", `/models/${id}`, { key: admin, body: { status: "Creating", multi_parts_tags: {} } });
+    expect(started.status).toBe(409);
+    expect(started.body.message).toMatch(/no utility endpoint is configured: set MODEL_UTILITY_ENDPOINT/);
+    expect((await rest(base, "GET", `/models/${id}`, { key: admin })).body.data.status).toBe("Initial");
+  });
+});
