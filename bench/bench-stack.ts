@@ -16,8 +16,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createClient, type Client } from "graphql-ws";
 import { Redis } from "ioredis";
 import { pino } from "pino";
+import WebSocket from "ws";
 import type { Config } from "../src/config.js";
 import type { HttpServer } from "../src/http-server.js";
 import type { ResolvedDependencies, Runtime } from "../src/runtime.js";
@@ -326,4 +328,72 @@ export async function graphql(baseUrl: string, apiKey: string, query: string, va
     throw new Error(`POST /graphql ${query.split("{")[0]!.trim() || "query"} answered ${response.status}: ${text.slice(0, 300)}`);
   }
   return parsed.data;
+}
+
+/**
+ * Waits for conditions that events make true: a condition is checked when `wake()` is called (an
+ * event arrived) and at least every 100 ms, until `timeoutMs` or an interruption of the run.
+ */
+export class Waiter {
+  private wakeUp: (() => void) | undefined;
+
+  constructor(
+    private readonly run: BenchRun,
+    private readonly timeoutMs: number,
+  ) {}
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  async until(done: () => boolean, what: string): Promise<void> {
+    const deadline = performance.now() + this.timeoutMs;
+    while (!done()) {
+      this.run.throwIfInterrupted();
+      if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((res) => {
+        this.wakeUp = res;
+        setTimeout(res, 100);
+      });
+    }
+  }
+}
+
+/** When a job's events reached a subscriber (performance.now()), or why it ended otherwise. */
+export interface JobArrival {
+  dispatched?: number;
+  succeeded?: number;
+  failed?: string;
+}
+
+/**
+ * Opens one myInferenceEvents subscription (closed by the run's cleanups) and records, per job, when
+ * its dispatched and succeeded events arrived; each event wakes `waiter`. Resolves once subscribed,
+ * with the client (for further subscriptions of the bench).
+ */
+export async function followMyInferences(run: BenchRun, d: Pick<StartedDiffgate, "wsUrl" | "apiKey">, waiter: Waiter): Promise<{ arrivals: Map<string, JobArrival>; client: Client }> {
+  const arrivals = new Map<string, JobArrival>();
+  const client = createClient({ url: d.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": d.apiKey }, retryAttempts: 0 });
+  run.cleanup("closing the graphql-ws client", () => client.dispose() as Promise<void>);
+  await new Promise<void>((resolve, reject) => {
+    client.subscribe<{ myInferenceEvents: { inferenceId: string; type: string; data: Record<string, unknown> } }>(
+      { query: `subscription { myInferenceEvents(after: 0) { inferenceId type data } }` },
+      {
+        next: (m) => {
+          const e = m.data?.myInferenceEvents;
+          if (!e) return reject(new Error(JSON.stringify(m.errors)));
+          const a = arrivals.get(e.inferenceId) ?? {};
+          if (e.type === "dispatched") a.dispatched = performance.now();
+          if (e.type === "succeeded") a.succeeded = performance.now();
+          if (e.type === "failed" || e.type === "cancelled") a.failed = String(e.data.reason ?? e.type);
+          arrivals.set(e.inferenceId, a);
+          waiter.wake();
+        },
+        error: reject,
+        complete: () => undefined,
+      },
+    );
+    setTimeout(resolve, 300);
+  });
+  return { arrivals, client };
 }

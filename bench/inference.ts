@@ -21,9 +21,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { createClient } from "graphql-ws";
-import WebSocket from "ws";
-import { BenchRun, UsageError, environment, packageRoot, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
+import { BenchRun, UsageError, Waiter, followMyInferences, environment, packageRoot, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
 
 const EMULATOR_ENV = {
   EMULATOR_ENDPOINT_CREATE_MS: "0",
@@ -36,12 +34,6 @@ const EMULATOR_ENV = {
 const TIMEOUT_MS = 120_000;
 const PAGE_REPEATS = 30;
 const PAGE = `query($after: String) { inferences(first: 50, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }`;
-
-interface Arrival {
-  dispatched?: number;
-  succeeded?: number;
-  failed?: string;
-}
 
 const p = (xs: number[], q: number) => percentile([...xs].sort((a, b) => a - b), q);
 const r1 = (n: number) => Math.round(n * 10) / 10;
@@ -76,41 +68,9 @@ async function main(run: BenchRun): Promise<number> {
   }
 
   // Every event of the admin's jobs, with its arrival time.
-  const arrivals = new Map<string, Arrival>();
-  let wake: (() => void) | undefined;
-  const client = createClient({ url: d.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": d.apiKey }, retryAttempts: 0 });
-  run.cleanup("closing the graphql-ws client", () => client.dispose() as Promise<void>);
-  await new Promise<void>((resolve, reject) => {
-    client.subscribe<{ myInferenceEvents: { inferenceId: string; type: string; data: Record<string, unknown> } }>(
-      { query: `subscription { myInferenceEvents(after: 0) { inferenceId type data } }` },
-      {
-        next: (m) => {
-          const e = m.data?.myInferenceEvents;
-          if (!e) return reject(new Error(JSON.stringify(m.errors)));
-          const a = arrivals.get(e.inferenceId) ?? {};
-          if (e.type === "dispatched") a.dispatched = performance.now();
-          if (e.type === "succeeded") a.succeeded = performance.now();
-          if (e.type === "failed" || e.type === "cancelled") a.failed = String(e.data.reason ?? e.type);
-          arrivals.set(e.inferenceId, a);
-          wake?.();
-        },
-        error: reject,
-        complete: () => undefined,
-      },
-    );
-    setTimeout(resolve, 300);
-  });
-  const waitFor = async (done: () => boolean, what: string) => {
-    const deadline = performance.now() + TIMEOUT_MS;
-    while (!done()) {
-      run.throwIfInterrupted();
-      if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((res) => {
-        wake = res;
-        setTimeout(res, 100);
-      });
-    }
-  };
+  const waiter = new Waiter(run, TIMEOUT_MS);
+  const { arrivals, client } = await followMyInferences(run, d, waiter);
+  const waitFor = (done: () => boolean, what: string) => waiter.until(done, what);
   const createJob = async (n: number) => {
     const res = await post("/inferences", { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: `bench ${n}`, steps: 1, width: 64, height: 64 });
     if (res.status !== 202) throw new Error(`POST /inferences answered ${res.status}: ${JSON.stringify(res.body)}`);

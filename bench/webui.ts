@@ -38,7 +38,7 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import { createClient, type Client } from "graphql-ws";
 import WebSocket, { WebSocketServer } from "ws";
 import { startWebUiDouble } from "../test/helpers/webui-double.js";
-import { BenchRun, UsageError, environment, packageRoot, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
+import { BenchRun, UsageError, Waiter, followMyInferences, environment, packageRoot, percentile, positiveInt, ratio, runBench, startDiffgate } from "./bench-stack.js";
 
 const DIFFGATE_ENV = {
   WEBUI_PROGRESS_INTERVAL_MS: "50",
@@ -50,12 +50,6 @@ const FANOUT_JOB = { steps: 150, width: 64, height: 64 };
 const FANOUT_STEP_MS = 20;
 const MAX_CONNECTIONS = 50;
 const TIMEOUT_MS = 60_000;
-
-interface Arrival {
-  dispatched?: number;
-  succeeded?: number;
-  failed?: string;
-}
 
 /** One inferenceEvents subscription of the fan-out part: what it received, in order. */
 interface Follower {
@@ -102,41 +96,9 @@ async function main(run: BenchRun): Promise<number> {
   const slowEndpoint = await register(`slow-${suffix}`, slow.url);
 
   // ------------------------------------------------------------ latency
-  const arrivals = new Map<string, Arrival>();
-  let wake: (() => void) | undefined;
-  const client = createClient({ url: d.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": d.apiKey }, retryAttempts: 0 });
-  run.cleanup("closing the graphql-ws client", () => client.dispose() as Promise<void>);
-  await new Promise<void>((resolve, reject) => {
-    client.subscribe<{ myInferenceEvents: { inferenceId: string; type: string; data: Record<string, unknown> } }>(
-      { query: `subscription { myInferenceEvents(after: 0) { inferenceId type data } }` },
-      {
-        next: (m) => {
-          const e = m.data?.myInferenceEvents;
-          if (!e) return reject(new Error(JSON.stringify(m.errors)));
-          const a = arrivals.get(e.inferenceId) ?? {};
-          if (e.type === "dispatched") a.dispatched = performance.now();
-          if (e.type === "succeeded") a.succeeded = performance.now();
-          if (e.type === "failed" || e.type === "cancelled") a.failed = String(e.data.reason ?? e.type);
-          arrivals.set(e.inferenceId, a);
-          wake?.();
-        },
-        error: reject,
-        complete: () => undefined,
-      },
-    );
-    setTimeout(resolve, 300);
-  });
-  const waitFor = async (done: () => boolean, what: string) => {
-    const deadline = performance.now() + TIMEOUT_MS;
-    while (!done()) {
-      run.throwIfInterrupted();
-      if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((res) => {
-        wake = res;
-        setTimeout(res, 100);
-      });
-    }
-  };
+  const waiter = new Waiter(run, TIMEOUT_MS);
+  const { arrivals, client } = await followMyInferences(run, d, waiter);
+  const waitFor = (done: () => boolean, what: string) => waiter.until(done, what);
   const params = (n: number) => ({ prompt: `bench ${n}`, ...JOB });
   const viaDiffgate = async (n: number) => {
     const t0 = performance.now();
@@ -191,7 +153,7 @@ async function main(run: BenchRun): Promise<number> {
   let firstLive = Number.POSITIVE_INFINITY;
   let lastLive = 0;
   let startedAt = Number.POSITIVE_INFINITY;
-  let settle: (() => void) | undefined;
+  const fanOut = new Waiter(run, TIMEOUT_MS);
   let replayed = 0;
   let finished = 0;
   const clients: Client[] = [];
@@ -207,7 +169,7 @@ async function main(run: BenchRun): Promise<number> {
       f.done = true;
       if (error) f.error = error;
       finished++;
-      settle?.();
+      fanOut.wake();
     };
     clients[i % connections]!.subscribe<{ inferenceEvents: { seq: number; type: string; data: Record<string, unknown>; terminal: boolean; createdAt: string } }>(
       { query: FOLLOW, variables: { id: jobId } },
@@ -228,7 +190,7 @@ async function main(run: BenchRun): Promise<number> {
             lastWall.set(e.seq, Date.now());
           } else if (f.seqs.length === 1) {
             replayed++;
-            settle?.();
+            fanOut.wake();
           }
           if (e.terminal) end();
         },
@@ -237,26 +199,15 @@ async function main(run: BenchRun): Promise<number> {
       },
     );
   });
-  const waitUntil = async (done: () => boolean, what: string) => {
-    const deadline = performance.now() + TIMEOUT_MS;
-    while (!done()) {
-      run.throwIfInterrupted();
-      if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((res) => {
-        settle = res;
-        setTimeout(res, 100);
-      });
-    }
-  };
   const subscribeStart = performance.now();
-  await waitUntil(() => replayed + finished >= subscribers, `${subscribers} subscriptions to replay the created event`);
+  await fanOut.until(() => replayed + finished >= subscribers, `${subscribers} subscriptions to replay the created event`);
   const subscribeSeconds = (performance.now() - subscribeStart) / 1000;
   const early = followers.find((f) => f.done);
   if (early) throw new Error(`a subscription ended before the job started: ${early.error ?? "completed"}`);
   startedAt = performance.now();
   const started = await send("PUT", `/inferences/${jobId}/start`, {});
   if (started.status !== 202) throw new Error(`PUT /inferences/${jobId}/start answered ${started.status}: ${JSON.stringify(started.body)}`);
-  await waitUntil(() => finished >= subscribers, `${subscribers} subscriptions to reach the terminal event`);
+  await fanOut.until(() => finished >= subscribers, `${subscribers} subscriptions to reach the terminal event`);
   await Promise.all(clients.map((c) => c.dispose()));
 
   // Every subscriber: the same gap-free 1..n, ending in succeeded.
