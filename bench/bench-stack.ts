@@ -299,6 +299,8 @@ export async function startDiffgate(run: BenchRun, options: StartOptions = {}): 
   const server = await createHttpServer(runtime);
   run.cleanup("closing Diffgate's HTTP server", () => server.close());
   const baseUrl = await server.listen(config.port, config.host);
+  // As src/main.ts: progress callbacks go where this process listens (the bench listens on PORT=0).
+  if (!config.inferences.publicUrlConfigured) runtime.inferences.setPublicUrl(baseUrl);
   process.stdout.write(`${[`Diffgate at ${baseUrl}`, ...dependencies.notes.map((n) => `  ${n}`)].join("\n")}\n`);
 
   return {

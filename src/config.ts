@@ -222,6 +222,8 @@ export interface Config {
   inferences: {
     /** Base URL the endpoints reach Diffgate at (progress callbacks); `http://<HOST>:<PORT>` by default. */
     publicUrl: string;
+    /** PUBLIC_URL was set; otherwise the listening process sets publicUrl to where it listens (PORT may be 0). */
+    publicUrlConfigured: boolean;
     invocationTimeoutSeconds: number;
     requestTtlSeconds: number;
     outputTimeoutMs: number;
@@ -368,6 +370,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     inferences: {
       publicUrl: (e.PUBLIC_URL ?? `http://${e.HOST}:${e.PORT}`).replace(/\/+$/, ""),
+      publicUrlConfigured: e.PUBLIC_URL !== undefined,
       invocationTimeoutSeconds: e.INFERENCE_INVOCATION_TIMEOUT_SECONDS,
       requestTtlSeconds: e.INFERENCE_REQUEST_TTL_SECONDS,
       outputTimeoutMs: e.INFERENCE_OUTPUT_TIMEOUT_MS,

@@ -94,6 +94,8 @@ async function main(): Promise<void> {
     if (config.role !== "worker") {
       http = await createHttpServer(runtime);
       const base = await http.listen(config.port, config.host);
+      // Progress callbacks go where this process really listens (PORT=0 picks a free port).
+      if (!config.inferences.publicUrlConfigured) runtime.inferences.setPublicUrl(base);
       banner.push(`  REST:     ${base}/${config.restPrefix ? `  and  ${base}${config.restPrefix}/` : ""}`);
       banner.push(`  GraphQL:  ${base}/graphql  (subscriptions: ${base.replace(/^http/, "ws")}/graphql)`);
       if (config.graphiql) banner.push(`  GraphiQL: ${base}/graphiql`);

@@ -773,7 +773,8 @@ export class InferenceService {
       await appendInferenceEvent(events, job.id, current.creatorId, { type: "progress", data: { step, totalSteps: p.totalSteps, etaSeconds: p.etaSeconds, ...(previewKey ? { previewKey } : {}) } });
     });
     // The last step: the output follows within moments, so the watch looks now rather than at its pace.
-    if (step >= p.totalSteps && job.invoked) await this.queue.wake(inferenceJobIds.watch(job.id)).catch(() => undefined);
+    // (The callback can beat the record of the invocation; waking a watch that is not parked is a no-op.)
+    if (step >= p.totalSteps) await this.queue.wake(inferenceJobIds.watch(job.id)).catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- reads
