@@ -593,7 +593,7 @@ export class InferenceService {
       const job = await tx.getRepository(InferenceEntity).createQueryBuilder("i").setLock("pessimistic_write").where("i.id = :id", { id }).getOne();
       if (!job || job.status !== "QUEUED" || job.slotClaimedAt) return undefined;
       const st = await this.standing(tx, job, endpoint);
-      if (st.ahead + st.inFlight < st.capacity && !(endpoint?.provider === "webui" && endpoint.status !== "InService")) {
+      if (st.ahead + st.inFlight < st.capacity) {
         await tx.update(InferenceEntity, { id }, { slotClaimedAt: new Date() });
         return undefined;
       }
