@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import S3rver from "s3rver";
+import { makeS3rverWritesAtomic } from "./s3rver-atomic-writes.js";
 import { s3rverMultipartExtensions } from "./s3rver-multipart.js";
 
 export interface RunningS3 {
@@ -12,12 +13,14 @@ export interface RunningS3 {
 
 /**
  * s3rver in-process on loopback, objects under DATA_DIR/s3, with the multipart calls it lacks
- * added (see s3rver-multipart.ts). It does not verify signatures: development only.
+ * added (see s3rver-multipart.ts) and writes made atomic as in S3 (see s3rver-atomic-writes.ts).
+ * It does not verify signatures: development only.
  */
 export async function startEmbeddedS3(dataDir: string, bucket: string): Promise<RunningS3> {
   const directory = path.join(dataDir, "s3");
   await mkdir(directory, { recursive: true });
   const server = new S3rver({ address: "127.0.0.1", port: 0, directory, silent: true, configureBuckets: [{ name: bucket }] });
+  makeS3rverWritesAtomic(server.store);
   // Just before s3rver's router, after its XML encoding and vhost handling.
   server.middleware.splice(server.middleware.length - 1, 0, s3rverMultipartExtensions(server.store) as never);
   const address = (await server.run()) as AddressInfo;

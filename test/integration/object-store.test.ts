@@ -174,6 +174,45 @@ describe("ObjectStore against s3rver (real SDK, real HTTP)", () => {
     await expect(store.getObjectStream("tmp/gone")).rejects.toMatchObject({ name: "NoSuchKey" });
   });
 
+  it("a read racing a write sees no object or the whole object, never part of it (writes are atomic, as in S3)", async () => {
+    const versions = [randomBytes(2 * MiB), randomBytes(3 * MiB)];
+    const known = new Set(versions.map(sha256));
+    const seen = { missing: 0, whole: 0, partial: [] as number[] };
+    let writing = true;
+    const reader = (async () => {
+      while (writing) {
+        const bytes = await store.getBytes("race/doc.out", 10 * MiB);
+        if (bytes === undefined) seen.missing++;
+        else if (known.has(sha256(bytes))) seen.whole++;
+        else seen.partial.push(bytes.length);
+      }
+    })();
+    for (let i = 0; i < 12; i++) {
+      await put("race/doc.out", versions[i % 2]!, "application/json");
+      if (i % 4 === 2) await store.deleteObject("race/doc.out");
+    }
+    writing = false;
+    await reader;
+    expect(seen.partial).toEqual([]);
+    expect(seen.whole).toBeGreaterThan(0);
+    expect(await store.head("race/doc.out")).toMatchObject({ size: versions[1]!.length, etag: createHash("md5").update(versions[1]!).digest("hex") });
+  });
+
+  it("deletes and writes racing in one folder all succeed, and no temporary file is listed", async () => {
+    // Each round empties a folder (deleting its only object removes the folder) while another write goes into it.
+    const written: string[] = [];
+    for (let round = 0; round < 40; round++) {
+      const dir = `folder-race/r${round % 4}/deep/`;
+      await put(`${dir}old`, "x");
+      const key = `${dir}new-${round}`;
+      const [deleted, stored] = await Promise.allSettled([store.deleteObject(`${dir}old`), put(key, "y")]);
+      expect([deleted.status, stored.status]).toEqual(["fulfilled", "fulfilled"]);
+      written.push(key);
+    }
+    const listed = await store.listObjects("folder-race/");
+    expect(listed.map((o) => o.key).sort()).toEqual(written.sort());
+  });
+
   it("copy (CopyObject path) keeps bytes and Content-Type, with and without a known size", async () => {
     const data = randomBytes(64 * 1024);
     await put("copy/src dir/model v1.ckpt", data, "application/x-ckpt");
