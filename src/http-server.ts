@@ -12,6 +12,7 @@ import { WebSocketServer } from "ws";
 import { DomainError } from "./domain/errors.js";
 import type { Principal } from "./domain/principal.js";
 import { createContext, type GraphQLContext } from "./graphql/context.js";
+import { asDependencyOutage, OUTAGE_RETRY_AFTER_SECONDS } from "./adapters/dependency-outage.js";
 import { formatGraphQLError, isExpectedGraphQLError } from "./graphql/error-mapping.js";
 import { graphiqlPage } from "./graphql/graphiql-page.js";
 import { graphQLSchema } from "./graphql/schema.js";
@@ -85,10 +86,16 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
     let status: number;
     let message: string;
     let code: string;
-    if (error instanceof DomainError) {
-      status = HTTP_STATUS_BY_CODE[error.code];
-      message = error.message;
-      code = error.code;
+    const outage = asDependencyOutage(error);
+    if (outage) {
+      request.log.warn({ err: error }, outage.message);
+      reply.header("retry-after", String(OUTAGE_RETRY_AFTER_SECONDS));
+    }
+    const domainError = error instanceof DomainError ? error : outage;
+    if (domainError) {
+      status = HTTP_STATUS_BY_CODE[domainError.code];
+      message = domainError.message;
+      code = domainError.code;
     } else {
       const known = describeFrameworkError(error as FastifyError, config.bodyLimitBytes);
       if (known) {
@@ -182,7 +189,9 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
           return {
             async didEncounterErrors(rc) {
               for (const err of rc.errors) {
-                if (!isExpectedGraphQLError(err)) rc.contextValue.log.error({ err: err.originalError ?? err }, "unhandled error in a GraphQL operation");
+                const outage = asDependencyOutage(err.originalError);
+                if (outage) rc.contextValue.log.warn({ err: err.originalError }, outage.message);
+                else if (!isExpectedGraphQLError(err)) rc.contextValue.log.error({ err: err.originalError ?? err }, "unhandled error in a GraphQL operation");
               }
             },
             async willSendResponse(rc) {

@@ -1,6 +1,7 @@
 import { unwrapResolverError } from "@apollo/server/errors";
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import type { Logger } from "pino";
+import { asDependencyOutage } from "../adapters/dependency-outage.js";
 import { DomainError } from "../domain/errors.js";
 
 /** Codes that graphql-js and Apollo attach themselves, for malformed or invalid operations. */
@@ -9,7 +10,7 @@ const PROTOCOL_CODES = new Set(["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAIL
 /** True for errors the client caused or that a service raised on purpose; false for our own faults. */
 export function isExpectedGraphQLError(error: unknown): boolean {
   const original = unwrapResolverError(error);
-  if (original instanceof DomainError) return true;
+  if (original instanceof DomainError || asDependencyOutage(original)) return true;
   const code = original instanceof GraphQLError ? original.extensions?.code : undefined;
   if (typeof code === "string" && PROTOCOL_CODES.has(code)) return true;
   return original instanceof GraphQLError && !original.originalError;
@@ -20,7 +21,10 @@ export function isExpectedGraphQLError(error: unknown): boolean {
  * `log` receives our own faults only when no request logger will (graphql-ws).
  */
 export function formatGraphQLError(formatted: GraphQLFormattedError, error: unknown, log?: Logger): GraphQLFormattedError {
-  const original = unwrapResolverError(error);
+  const unwrapped = unwrapResolverError(error);
+  const outage = asDependencyOutage(unwrapped);
+  if (outage) log?.warn({ err: unwrapped }, outage.message);
+  const original = outage ?? unwrapped;
   const base = { ...(formatted.locations ? { locations: formatted.locations } : {}), ...(formatted.path ? { path: formatted.path } : {}) };
   if (original instanceof DomainError) {
     return { ...base, message: original.message, extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) } };

@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { exportSdkEndpointOverrides, loadConfig } from "../../src/config.js";
 import { createHttpServer, type HttpServer } from "../../src/http-server.js";
 import { startEmbeddedS3, type RunningS3 } from "../../src/local/embedded-s3.js";
+import { startS3FaultProxy, type S3FaultProxy } from "./s3-fault-proxy.js";
 import { EMULATOR_SAGEMAKER_DEFAULTS } from "../../src/local/embedded-dependencies.js";
 import type { EmulatorSettings } from "../../src/local/emulator-state.js";
 import { startSageMakerEmulator, type SageMakerEmulator } from "../../src/local/sagemaker-emulator.js";
@@ -22,6 +23,8 @@ export interface TestStack {
   /** Environment for a second Diffgate process sharing this stack's Postgres, Redis, store and emulator. */
   childEnv: Record<string, string>;
   db: TestDatabase;
+  /** With `s3FaultProxy`: the proxy Diffgate reaches its store through, to make S3 shed load. */
+  s3Faults?: S3FaultProxy;
   close(): Promise<void>;
 }
 
@@ -30,6 +33,8 @@ export interface StackOptions {
   worker?: boolean;
   /** The emulator's timings; by default endpoints take 200 ms to create and 100 ms to delete. */
   emulator?: Partial<EmulatorSettings>;
+  /** Diffgate (not the emulator) reaches the store through a proxy that can answer 503 SlowDown. */
+  s3FaultProxy?: boolean;
 }
 
 /** Real Postgres (own database), real Redis (own prefix), s3rver and the emulator, and Diffgate's API on a free port. */
@@ -40,8 +45,11 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
   const bucket = "diffgate-test";
   let s3: RunningS3 | undefined;
   let emulator: SageMakerEmulator | undefined;
+  let s3Faults: S3FaultProxy | undefined;
   try {
     s3 = await startEmbeddedS3(dataDir, bucket);
+    if (options.s3FaultProxy) s3Faults = await startS3FaultProxy(s3.endpoint);
+    const storeEndpoint = s3Faults?.endpoint ?? s3.endpoint;
     emulator = await startSageMakerEmulator({
       settings: {
         endpointCreateMs: 200,
@@ -62,7 +70,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
       DATABASE_URL: db.url,
       REDIS_URL: TEST_REDIS_URL,
       S3_BUCKET: bucket,
-      S3_ENDPOINT: s3.endpoint,
+      S3_ENDPOINT: storeEndpoint,
       SAGEMAKER_ENDPOINT: emulator.url,
       QUEUE_PREFIX: queuePrefix,
       API_KEY: adminKey,
@@ -75,7 +83,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
     };
     const config = loadConfig(env);
     exportSdkEndpointOverrides({ sagemaker: emulator.url, credentials: { accessKeyId: "emulator", secretAccessKey: "emulator" } });
-    const runtime = new Runtime(config, { databaseUrl: db.url, redisUrl: TEST_REDIS_URL, objectStore: { bucket, region: config.awsRegion, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials }, ensureBucket: true }, pino({ level: "silent" }));
+    const runtime = new Runtime(config, { databaseUrl: db.url, redisUrl: TEST_REDIS_URL, objectStore: { bucket, region: config.awsRegion, endpoint: storeEndpoint, forcePathStyle: true, credentials: s3.credentials }, ensureBucket: true }, pino({ level: "silent" }));
     await runtime.start();
     if (options.worker) await runtime.startWorker();
     const http = await createHttpServer(runtime);
@@ -92,11 +100,13 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
       wsUrl: `${baseUrl.replace(/^http/, "ws")}/graphql`,
       adminKey,
       db,
+      ...(s3Faults ? { s3Faults } : {}),
       childEnv: { ...env, AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey },
       async close() {
         await http.close();
         await runtime.close();
         await emulatorStop();
+        await s3Faults?.stop();
         await s3Stop();
         await db.drop();
         await rm(dataDir, { recursive: true, force: true });
@@ -104,6 +114,7 @@ export async function startTestStack(options: StackOptions = {}): Promise<TestSt
     };
   } catch (e) {
     await emulator?.stop();
+    await s3Faults?.stop();
     await s3?.stop();
     await db.drop();
     throw e;
