@@ -1,34 +1,40 @@
 import { Job, Queue, type ConnectionOptions } from "bullmq";
-import { WORK_QUEUE, type JobName, type JobPayloads } from "./job-types.js";
+import { WEBUI_QUEUE, WORK_QUEUE, queueOf, type JobName, type JobPayloads, type QueueName } from "./job-types.js";
 
-/** Producer side: typed enqueueing onto the work queue. */
+/** Producer side: typed enqueueing onto the queue each job name belongs to (job-types.ts). */
 export class JobQueue {
-  readonly queue: Queue;
+  private readonly queues: Record<QueueName, Queue>;
 
   constructor(connection: ConnectionOptions, prefix: string) {
-    this.queue = new Queue(WORK_QUEUE, {
-      connection,
-      prefix,
-      defaultJobOptions: {
-        attempts: 5,
-        backoff: { type: "exponential", delay: 1000 },
-        removeOnComplete: { age: 24 * 3600, count: 10_000 },
-        removeOnFail: { age: 7 * 24 * 3600 },
-      },
-    });
+    const open = (name: QueueName) =>
+      new Queue(name, {
+        connection,
+        prefix,
+        defaultJobOptions: {
+          attempts: 5,
+          backoff: { type: "exponential", delay: 1000 },
+          removeOnComplete: { age: 24 * 3600, count: 10_000 },
+          removeOnFail: { age: 7 * 24 * 3600 },
+        },
+      });
+    this.queues = { [WORK_QUEUE]: open(WORK_QUEUE), [WEBUI_QUEUE]: open(WEBUI_QUEUE) };
+  }
+
+  private of(name: JobName): Queue {
+    return this.queues[queueOf(name)];
   }
 
   /** Adding the same `jobId` twice is a no-op while the first is kept, so producers may retry freely. */
   async enqueue<K extends JobName>(name: K, payload: JobPayloads[K], jobId: string): Promise<void> {
-    await this.queue.add(name, payload, { jobId });
+    await this.of(name).add(name, payload, { jobId });
   }
 
   /**
    * Runs a job parked until later (recheckLater) now. A job that is not parked (running, waiting,
    * gone) is left alone: it is already on its way, or has nothing left to do.
    */
-  async wake(jobId: string): Promise<void> {
-    const job = await Job.fromId(this.queue, jobId);
+  async wake(name: JobName, jobId: string): Promise<void> {
+    const job = await Job.fromId(this.of(name), jobId);
     if (!job || !(await job.isDelayed())) return;
     await job.promote().catch(() => undefined); // moved on meanwhile
   }
@@ -39,7 +45,7 @@ export class JobQueue {
    * job is left alone.
    */
   async ensure<K extends JobName>(name: K, payload: JobPayloads[K], jobId: string): Promise<void> {
-    const job = await this.queue.getJob(jobId);
+    const job = await this.of(name).getJob(jobId);
     if (!job) return this.enqueue(name, payload, jobId);
     const state = await job.getState();
     if (state === "failed") await job.retry("failed");
@@ -51,14 +57,18 @@ export class JobQueue {
 
   /** Runs `name` every `everyMs` (one schedule however many workers upsert it). */
   async schedule<K extends JobName>(schedulerId: string, name: K, payload: JobPayloads[K], everyMs: number): Promise<void> {
-    await this.queue.upsertJobScheduler(schedulerId, { every: everyMs }, { name, data: payload, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } });
+    await this.of(name).upsertJobScheduler(schedulerId, { every: everyMs }, { name, data: payload, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } });
   }
 
+  /** Job counts by state, summed over the queues. */
   async depth(): Promise<Record<string, number>> {
-    return this.queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized", "waiting-children");
+    const counts = await Promise.all(Object.values(this.queues).map((q) => q.getJobCounts("waiting", "active", "delayed", "failed", "prioritized", "waiting-children")));
+    const total: Record<string, number> = {};
+    for (const c of counts) for (const [state, n] of Object.entries(c)) total[state] = (total[state] ?? 0) + n;
+    return total;
   }
 
   async close(): Promise<void> {
-    await this.queue.close();
+    await Promise.all(Object.values(this.queues).map((q) => q.close()));
   }
 }

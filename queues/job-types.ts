@@ -20,6 +20,8 @@ export interface JobPayloads {
   "webui.health": Record<string, never>;
   /** Takes an inference through its endpoint's gate and runs it; job id `inference-dispatch-<id>`. */
   "inference.dispatch": { inferenceId: string };
+  /** Runs an inference that holds its slot on a WebUI server, to the end; job id `inference-webui-run-<id>`, on the WebUI queue. */
+  "inference.webui-run": { inferenceId: string };
   /** Watches an inference's output and failure locations; job id `inference-watch-<id>`. */
   "inference.watch": { inferenceId: string };
   /** Invokes the utility endpoint to create a model and watches its output; job id `model-create-<id>`. */
@@ -43,6 +45,7 @@ export const JOB_NAMES = [
   "checkpoint.rename",
   "checkpoints.housekeeping",
   "inference.dispatch",
+  "inference.webui-run",
   "inference.watch",
   "webui.health",
   "model.create",
@@ -51,8 +54,18 @@ export const JOB_NAMES = [
   "merge.run",
 ] as const satisfies readonly JobName[];
 
-/** The queue that carries jobs which are not tied to one endpoint's capacity. */
+/** The queue of short jobs (each a few AWS or database calls, or parked until it looks again). */
 export const WORK_QUEUE = "work";
+/**
+ * The queue of WebUI runs: each holds its worker slot while its server generates (seconds to
+ * minutes), so they have their own worker and concurrency and never starve the work queue.
+ */
+export const WEBUI_QUEUE = "webui";
+export type QueueName = typeof WORK_QUEUE | typeof WEBUI_QUEUE;
+
+export function queueOf(name: JobName): QueueName {
+  return name === "inference.webui-run" ? WEBUI_QUEUE : WORK_QUEUE;
+}
 
 export const endpointJobIds = {
   deploy: (endpointId: string) => `endpoint-deploy-${endpointId}`,
@@ -61,6 +74,7 @@ export const endpointJobIds = {
 
 export const inferenceJobIds = {
   dispatch: (inferenceId: string) => `inference-dispatch-${inferenceId}`,
+  webUiRun: (inferenceId: string) => `inference-webui-run-${inferenceId}`,
   watch: (inferenceId: string) => `inference-watch-${inferenceId}`,
 };
 

@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
 import type { Logger } from "pino";
-import { WORK_QUEUE, type JobName } from "./job-types.js";
+import { type JobName, type QueueName } from "./job-types.js";
 import { assertProcessors, type Processors } from "./processor-registry.js";
 
 export interface JobObserver {
@@ -8,11 +8,13 @@ export interface JobObserver {
 }
 
 /**
- * Consumer side: one BullMQ worker over the work queue dispatching by job name. A worker killed
+ * Consumer side: one BullMQ worker over one queue (job-types.ts says which jobs go where),
+ * dispatching by job name. A worker killed
  * mid-job leaves the job stalled; BullMQ hands it to another worker, and processors are written to
  * resume rather than repeat (they look at the record's state first).
  */
 export function startJobWorker(options: {
+  queue: QueueName;
   connection: ConnectionOptions;
   prefix: string;
   concurrency: number;
@@ -25,7 +27,7 @@ export function startJobWorker(options: {
   const { processors } = options;
   assertProcessors(processors);
   const worker = new Worker(
-    WORK_QUEUE,
+    options.queue,
     async (job: Job, token?: string) => {
       const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job, token: string | undefined) => Promise<void>) | undefined;
       if (!processor) throw new UnrecoverableError(`no processor for job "${job.name}"`);

@@ -100,6 +100,7 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: intIn(1024, 256 * 1024 * 1024, 32 * 1024 * 1024),
   LOG_LEVEL: z.preprocess(emptyToUndefined, z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info")),
   WORKER_CONCURRENCY: intIn(1, 1000, 8),
+  WEBUI_WORKER_CONCURRENCY: intIn(1, 1000, 32),
   QUEUE_PREFIX: z.preprocess(emptyToUndefined, z.string().regex(/^[A-Za-z0-9_:-]{1,64}$/, { error: "must be 1-64 of A-Z a-z 0-9 _ : -" }).default("diffgate")),
   SHUTDOWN_TIMEOUT_MS: intIn(100, 120_000, 9_000),
   GRAPHIQL: bool(true),
@@ -204,6 +205,8 @@ export interface Config {
   bodyLimitBytes: number;
   logLevel: LogLevel;
   workerConcurrency: number;
+  /** WebUI runs one worker process drives at once (each holds its slot while its server generates). */
+  webUiWorkerConcurrency: number;
   queuePrefix: string;
   shutdownTimeoutMs: number;
   graphiql: boolean;
@@ -354,6 +357,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     logLevel: e.LOG_LEVEL,
     workerConcurrency: e.WORKER_CONCURRENCY,
+    webUiWorkerConcurrency: e.WEBUI_WORKER_CONCURRENCY,
     queuePrefix: e.QUEUE_PREFIX,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     graphiql: e.GRAPHIQL,

@@ -101,7 +101,7 @@ async function main(): Promise<void> {
       if (config.graphiql) banner.push(`  GraphiQL: ${base}/graphiql`);
       banner.push(`  health:   ${base}/healthz  ${base}/readyz  ${base}/metrics`);
     } else {
-      banner.push(`  worker: ${config.workerConcurrency} concurrent jobs`);
+      banner.push(`  worker: ${config.workerConcurrency} concurrent jobs, ${config.webUiWorkerConcurrency} WebUI runs`);
     }
     process.stdout.write(`${banner.join("\n")}\n\n`);
   } catch (err) {

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { DataSource } from "typeorm";
 import { JobQueue } from "../queues/job-queue.js";
 import { startJobWorker } from "../queues/job-worker.js";
+import { WEBUI_QUEUE, WORK_QUEUE } from "../queues/job-types.js";
 import { buildProcessors } from "../queues/processors/index.js";
 import type { Config } from "./config.js";
 import { createDataSource, migrateUnderLock } from "./adapters/db/data-source.js";
@@ -75,7 +76,7 @@ export class Runtime {
   readonly sns: SnsVerifier;
   /** What /readyz asks. */
   readonly readinessProbes: DependencyProbe[];
-  private worker: Worker | undefined;
+  private workers: Worker[] = [];
 
   constructor(
     readonly config: Config,
@@ -257,27 +258,23 @@ export class Runtime {
     return { appliedMigrations, ...bootstrap };
   }
 
-  async startWorker(): Promise<Worker> {
-    if (this.worker) return this.worker;
-    this.worker = startJobWorker({
-      connection: this.redis,
-      prefix: this.config.queuePrefix,
-      concurrency: this.config.workerConcurrency,
-      lockMs: this.config.jobLockMs,
-      processors: buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences, models: this.models, trainings: this.trainings }),
-      log: this.log.child({ component: "worker" }),
-      observer: this.metrics,
-    });
+  async startWorker(): Promise<void> {
+    if (this.workers.length) return;
+    const processors = buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences, models: this.models, trainings: this.trainings });
+    const common = { connection: this.redis, prefix: this.config.queuePrefix, lockMs: this.config.jobLockMs, processors, log: this.log.child({ component: "worker" }), observer: this.metrics };
+    this.workers = [
+      startJobWorker({ ...common, queue: WORK_QUEUE, concurrency: this.config.workerConcurrency }),
+      startJobWorker({ ...common, queue: WEBUI_QUEUE, concurrency: this.config.webUiWorkerConcurrency }),
+    ];
     await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("webui-health", "webui.health", {}, this.config.webui.healthIntervalMs);
     await this.queue.schedule("trainings-reconcile", "trainings.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("checkpoints-housekeeping", "checkpoints.housekeeping", {}, this.config.checkpoints.housekeepingIntervalMs);
-    return this.worker;
   }
 
   /** Lets running jobs finish (up to the caller's deadline), then closes every connection. */
   async close(): Promise<void> {
-    if (this.worker) await this.worker.close().catch((err: unknown) => this.log.warn({ err }, "closing the worker failed"));
+    await Promise.all(this.workers.map((w) => w.close().catch((err: unknown) => this.log.warn({ err }, "closing the worker failed"))));
     await this.queue.close().catch(() => undefined);
     await closeRedis(this.subscriber);
     await closeRedis(this.redis);

@@ -15,3 +15,10 @@ export function inferenceWatchProcessor(service: InferenceService): Processor<"i
     if (recheckInMs !== undefined) await recheckLater(job, token, recheckInMs);
   };
 }
+
+export function inferenceWebUiRunProcessor(service: InferenceService): Processor<"inference.webui-run"> {
+  return async (payload, job, token) => {
+    const { recheckInMs } = await service.runOnWebUi(payload.inferenceId);
+    if (recheckInMs !== undefined) await recheckLater(job, token, recheckInMs);
+  };
+}

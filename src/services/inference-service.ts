@@ -485,10 +485,25 @@ export class InferenceService {
       if (job.status !== "QUEUED") return {};
     }
     if (endpoint!.provider === "webui") {
-      if (!this.webUi) throw new Error("no WebUI executor is wired");
-      return this.webUi.run(job, endpoint!);
+      // The run holds a worker slot while the server generates: it goes to the WebUI queue's worker.
+      await this.queue.enqueue("inference.webui-run", { inferenceId: id }, inferenceJobIds.webUiRun(id));
+      return {};
     }
     return this.dispatchToSageMaker(job, endpoint!);
+  }
+
+  /** Runs a job that holds its slot on a WebUI server, to the end (the WebUI queue's job body). */
+  async runOnWebUi(id: string): Promise<{ recheckInMs?: number }> {
+    const job = await this.load(id);
+    if (!job || !job.slotClaimedAt || (job.status !== "QUEUED" && job.status !== "DISPATCHED" && job.status !== "RUNNING")) return {};
+    const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
+    if (!endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted") {
+      const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
+      await this.transition(id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
+      return {};
+    }
+    if (!this.webUi) throw new Error("no WebUI executor is wired");
+    return this.webUi.run(job, endpoint);
   }
 
   private async dispatchToSageMaker(job: InferenceEntity, endpoint: EndpointEntity): Promise<{ recheckInMs?: number }> {
@@ -618,7 +633,7 @@ export class InferenceService {
       order: { queuedAt: "ASC", id: "ASC" },
       take: WAKE_AHEAD,
     });
-    await Promise.all(next.map((j) => this.queue.wake(inferenceJobIds.dispatch(j.id))));
+    await Promise.all(next.map((j) => this.queue.wake("inference.dispatch", inferenceJobIds.dispatch(j.id))));
   }
 
   /** One look at the output and failure locations; collects the result, or asks to look again later. */
@@ -774,7 +789,7 @@ export class InferenceService {
     });
     // The last step: the output follows within moments, so the watch looks now rather than at its pace.
     // (The callback can beat the record of the invocation; waking a watch that is not parked is a no-op.)
-    if (step >= p.totalSteps) await this.queue.wake(inferenceJobIds.watch(job.id)).catch(() => undefined);
+    if (step >= p.totalSteps) await this.queue.wake("inference.watch", inferenceJobIds.watch(job.id)).catch(() => undefined);
   }
 
   // ---------------------------------------------------------------- reads

@@ -363,3 +363,41 @@ describe("with WEBUI_RETRY_ON_SERVER_FAILURE", () => {
     }
   }, 60_000);
 });
+
+describe("with WORKER_CONCURRENCY=1", () => {
+  it("runs jobs on several WebUI servers at once, and the other work goes on while they generate", async () => {
+    const boxes = await Promise.all([0, 1, 2].map(() => startWebUiDouble({ stepMs: 40 })));
+    const narrow = await startTestStack({ worker: true, env: { WORKER_CONCURRENCY: "1", WEBUI_WORKER_CONCURRENCY: "4", WEBUI_PROGRESS_INTERVAL_MS: "60", DISPATCH_RECHECK_MS: "300" } });
+    const call = (method: string, route: string, body?: unknown) => rest(narrow.baseUrl, method, route, { key: narrow.adminKey, ...(body ? { body } : {}) });
+    try {
+      for (const [i, box] of boxes.entries()) expect((await call("POST", "/endpoints/webui", { name: `box${i}`, base_url: box.url })).status).toBe(201);
+      const ids: string[] = [];
+      for (const i of [0, 1, 2]) {
+        const res = await call("POST", "/inferences", { sagemaker_endpoint_name: `webui-box${i}`, task_type: "txt2img", prompt: `box ${i}`, steps: 75, width: 64, height: 64 });
+        expect(res.status, res.text).toBe(202);
+        ids.push(res.body.data.inference_id as string);
+      }
+      // Every server generates at the same moment: each run holds a slot of the WebUI queue's worker, not the work queue's one.
+      await until("all three servers to be generating at once", async () => boxes.every((b, i) => b.runningTaskId() === ids[i]));
+      // Meanwhile the work queue's single slot is free: a system check runs to the end.
+      const check = await gql(narrow.baseUrl, `mutation { runSystemCheck { id } }`, {}, { key: narrow.adminKey });
+      const checkId = check.body.data!.runSystemCheck.id as string;
+      const ran = await until("the system check to finish", async () => {
+        const s = (await gql(narrow.baseUrl, `query($id: ID!) { systemCheck(id: $id) { status } }`, { id: checkId }, { key: narrow.adminKey })).body.data?.systemCheck.status;
+        return ["SUCCEEDED", "FAILED"].includes(s) && s;
+      });
+      expect(ran).toBeTruthy();
+      expect(boxes.filter((b, i) => b.runningTaskId() === ids[i]).length).toBeGreaterThan(0); // it finished while they still ran
+      for (const id of ids) {
+        const done = await until(`inference ${id}`, async () => {
+          const j = (await call("GET", `/inferences/${id}`)).body.data;
+          return ["succeed", "failed", "cancelled"].includes(j?.status) && j;
+        });
+        expect(done.status).toBe("succeed");
+      }
+    } finally {
+      await narrow.close();
+      await Promise.all(boxes.map((b) => b.close()));
+    }
+  }, 60_000);
+});
