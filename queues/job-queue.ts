@@ -1,14 +1,21 @@
-import { Job, Queue, type ConnectionOptions } from "bullmq";
+import { DelayedError, Job, Queue } from "bullmq";
+import type { Redis } from "ioredis";
 import { WEBUI_QUEUE, WORK_QUEUE, queueOf, type JobName, type JobPayloads, type QueueName } from "./job-types.js";
+
+/** How long a wake mark waits for its job to park; a job that does not park by then did not need it. */
+const WAKE_MARK_TTL_MS = 60_000;
 
 /** Producer side: typed enqueueing onto the queue each job name belongs to (job-types.ts). */
 export class JobQueue {
   private readonly queues: Record<QueueName, Queue>;
 
-  constructor(connection: ConnectionOptions, prefix: string) {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {
     const open = (name: QueueName) =>
       new Queue(name, {
-        connection,
+        connection: redis,
         prefix,
         defaultJobOptions: {
           attempts: 5,
@@ -30,13 +37,37 @@ export class JobQueue {
   }
 
   /**
-   * Runs a job parked until later (recheckLater) now. A job that is not parked (running, waiting,
-   * gone) is left alone: it is already on its way, or has nothing left to do.
+   * Runs a job parked until later (recheckLater) now. A job that is running meanwhile is marked
+   * woken, and looks again at once when it parks (so a wake between its look and its parking is not
+   * lost). A job that is waiting already or gone is left alone.
    */
   async wake(name: JobName, jobId: string): Promise<void> {
-    const job = await Job.fromId(this.of(name), jobId);
+    const queue = this.of(name);
+    // The mark first: a job that parks after this sees it; one parked before is promoted below.
+    await this.redis.set(this.wakeKey(jobId), "1", "PX", WAKE_MARK_TTL_MS);
+    const job = await Job.fromId(queue, jobId);
     if (!job || !(await job.isDelayed())) return;
-    await job.promote().catch(() => undefined); // moved on meanwhile
+    const promoted = await job.promote().then(
+      () => true,
+      () => false, // moved on meanwhile: the mark stays for it
+    );
+    // Served: the mark would only make its next parking look once more.
+    if (promoted) await this.redis.del(this.wakeKey(jobId));
+  }
+
+  /**
+   * Parks the running job until `delayMs` from now without holding a worker slot (polling a slow
+   * state change); BullMQ runs it again then, with the same id and data. A wake that came while it
+   * ran makes it run again at once instead.
+   */
+  async recheckLater(job: Job, token: string | undefined, delayMs: number): Promise<never> {
+    await job.moveToDelayed(Date.now() + delayMs, token);
+    if (await this.redis.getdel(this.wakeKey(job.id!))) await job.promote().catch(() => undefined);
+    throw new DelayedError();
+  }
+
+  private wakeKey(jobId: string): string {
+    return `${this.prefix}:wake:${jobId}`;
   }
 
   /**

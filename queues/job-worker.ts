@@ -1,7 +1,8 @@
 import { DelayedError, UnrecoverableError, Worker, type ConnectionOptions, type Job } from "bullmq";
 import type { Logger } from "pino";
 import { type JobName, type QueueName } from "./job-types.js";
-import { assertProcessors, type Processors } from "./processor-registry.js";
+import type { JobQueue } from "./job-queue.js";
+import { assertProcessors, type ProcessorResult, type Processors } from "./processor-registry.js";
 
 export interface JobObserver {
   jobFinished(name: string, outcome: "completed" | "failed", seconds: number): void;
@@ -21,6 +22,8 @@ export function startJobWorker(options: {
   /** Lock duration and stalled check interval: how soon a dead worker's job goes to another. */
   lockMs: number;
   processors: Record<string, unknown>;
+  /** Parks jobs that asked to look again later (and honours wakes that came while they ran). */
+  parking: Pick<JobQueue, "recheckLater">;
   log: Logger;
   observer?: JobObserver;
 }): Worker {
@@ -29,12 +32,13 @@ export function startJobWorker(options: {
   const worker = new Worker(
     options.queue,
     async (job: Job, token?: string) => {
-      const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job, token: string | undefined) => Promise<void>) | undefined;
+      const processor = (processors as Processors)[job.name as JobName] as ((payload: unknown, job: Job, token: string | undefined) => Promise<ProcessorResult>) | undefined;
       if (!processor) throw new UnrecoverableError(`no processor for job "${job.name}"`);
       const started = performance.now();
       const log = options.log.child({ job: job.name, jobId: job.id, attempt: job.attemptsMade + 1 });
       try {
-        await processor(job.data, job, token);
+        const result = await processor(job.data, job, token);
+        if (result?.recheckInMs !== undefined) await options.parking.recheckLater(job, token, result.recheckInMs);
         options.observer?.jobFinished(job.name, "completed", (performance.now() - started) / 1000);
         log.debug("job completed");
       } catch (err) {

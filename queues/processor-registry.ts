@@ -1,7 +1,9 @@
 import type { Job } from "bullmq";
 import { JOB_NAMES, type JobName, type JobPayloads } from "./job-types.js";
 
-export type Processor<K extends JobName> = (payload: JobPayloads[K], job: Job<JobPayloads[K], unknown, K>, token: string | undefined) => Promise<void>;
+/** What a job body may answer: nothing (done), or when to look again (the worker parks the job until then). */
+export type ProcessorResult = void | { recheckInMs?: number };
+export type Processor<K extends JobName> = (payload: JobPayloads[K], job: Job<JobPayloads[K], unknown, K>, token: string | undefined) => Promise<ProcessorResult>;
 export type Processors = { [K in JobName]: Processor<K> };
 
 /** Fails the start when a job name has no processor or a processor has no job name. */

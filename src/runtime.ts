@@ -261,7 +261,7 @@ export class Runtime {
   async startWorker(): Promise<void> {
     if (this.workers.length) return;
     const processors = buildProcessors({ systemChecks: this.systemChecks, endpoints: this.endpoints, checkpoints: this.checkpoints, inferences: this.inferences, models: this.models, trainings: this.trainings });
-    const common = { connection: this.redis, prefix: this.config.queuePrefix, lockMs: this.config.jobLockMs, processors, log: this.log.child({ component: "worker" }), observer: this.metrics };
+    const common = { connection: this.redis, prefix: this.config.queuePrefix, lockMs: this.config.jobLockMs, processors, parking: this.queue, log: this.log.child({ component: "worker" }), observer: this.metrics };
     this.workers = [
       startJobWorker({ ...common, queue: WORK_QUEUE, concurrency: this.config.workerConcurrency }),
       startJobWorker({ ...common, queue: WEBUI_QUEUE, concurrency: this.config.webUiWorkerConcurrency }),
