@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnDiffgate, type DiffgateProcess } from "../helpers/child-process.js";
 import { gql, startTestStack, type TestStack } from "../helpers/test-stack.js";
+import { until } from "../helpers/until.js";
 
 let stack: TestStack;
 const workers: DiffgateProcess[] = [];
@@ -14,16 +15,6 @@ afterAll(async () => {
   for (const w of workers) await w.stop("SIGKILL");
   await stack?.close();
 });
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("a worker killed mid-deploy", () => {
   it("is replaced by another that resumes without creating a second model, config or endpoint", async () => {

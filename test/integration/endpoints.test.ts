@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient } from "graphql-ws";
-import WebSocket from "ws";
 import { DeleteEndpointCommand, SageMakerClient } from "@aws-sdk/client-sagemaker";
 import { gql, rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
+import { collectEvents } from "../helpers/subscription.js";
 
 let stack: TestStack;
 let base: string;
@@ -27,26 +26,7 @@ async function waitForStatus(name: string, status: string, timeoutMs = 20_000) {
 }
 
 function followEndpoint(name: string, until: (e: Ev) => boolean): Promise<Ev[]> {
-  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": admin }, retryAttempts: 0 });
-  return new Promise((resolve, reject) => {
-    const seen: Ev[] = [];
-    const stop = client.subscribe<{ endpointEvents: Ev }>(
-      { query: `subscription($n: String!) { endpointEvents(name: $n) { seq type data terminal } }`, variables: { n: name } },
-      {
-        next: (m) => {
-          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
-          seen.push(m.data!.endpointEvents);
-          if (until(m.data!.endpointEvents)) {
-            stop();
-            void client.dispose();
-            resolve(seen);
-          }
-        },
-        error: reject,
-        complete: () => resolve(seen),
-      },
-    );
-  });
+  return collectEvents<Ev>({ wsUrl: stack.wsUrl, key: admin, query: `subscription($n: String!) { endpointEvents(name: $n) { seq type data terminal } }`, variables: { n: name }, field: "endpointEvents", done: (seen) => until(seen[seen.length - 1]!) }).events;
 }
 
 beforeAll(async () => {

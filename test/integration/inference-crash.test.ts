@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnDiffgate, type DiffgateProcess } from "../helpers/child-process.js";
 import { rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
 import { startWebUiDouble } from "../helpers/webui-double.js";
+import { until } from "../helpers/until.js";
 
 let stack: TestStack;
 let endpoint: string;
@@ -23,16 +24,6 @@ function worker(): DiffgateProcess {
   const w = spawnDiffgate({ ...stack.childEnv, ROLE: "worker", LOG_LEVEL: "warn", PUBLIC_URL: stack.baseUrl });
   workers.push(w);
   return w;
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const row = async (id: string) =>

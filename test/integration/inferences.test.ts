@@ -8,6 +8,8 @@ import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { snsStringToSign, type SnsMessage } from "../../src/adapters/sns/sns-verifier.js";
 import { gql, rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
+import { untilRead } from "../helpers/until.js";
+import { collectEvents } from "../helpers/subscription.js";
 
 const PAYLOADS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/webui-payloads");
 
@@ -18,16 +20,6 @@ let bobKey: string;
 let endpoint: string;
 const MODEL = "v1-5-pruned-emaonly.safetensors";
 const TOPIC = "arn:aws:sns:us-east-1:000000000000:sd-notification-success";
-
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 500)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function activeCheckpoint(key: string, type: string, name: string): Promise<string> {
   const created = await rest(base, "POST", "/checkpoints", { key, body: { checkpoint_type: type, filenames: [{ filename: name, parts_number: 1 }] } });
@@ -43,12 +35,12 @@ async function deployEndpoint(name: string, roles?: string[]): Promise<string> {
   const res = await rest(base, "POST", "/endpoints", { key: admin, body: { endpoint_name: name, instance_type: "ml.g5.xlarge", initial_instance_count: 1, autoscaling_enabled: false, ...(roles ? { assign_to_roles: roles } : {}) } });
   expect(res.status).toBe(202);
   const full = res.body.data.endpoint_name as string;
-  await until(() => rest(base, "GET", `/endpoints`, { key: admin }), (r) => r.body.data.endpoints.some((e: any) => e.endpoint_name === full && e.endpoint_status === "InService"), `${full} InService`);
+  await untilRead(() => rest(base, "GET", `/endpoints`, { key: admin }), (r) => r.body.data.endpoints.some((e: any) => e.endpoint_name === full && e.endpoint_status === "InService"), `${full} InService`);
   return full;
 }
 
 const finished = (id: string, key = admin) =>
-  until(() => rest(base, "GET", `/inferences/${id}`, { key }), (r) => ["succeed", "failed", "cancelled"].includes(r.body.data?.status), `inference ${id} to finish`);
+  untilRead(() => rest(base, "GET", `/inferences/${id}`, { key }), (r) => ["succeed", "failed", "cancelled"].includes(r.body.data?.status), `inference ${id} to finish`);
 
 beforeAll(async () => {
   stack = await startTestStack({ worker: true, env: { SNS_SUCCESS_TOPIC_ARN: TOPIC } });
@@ -193,7 +185,7 @@ describe("inference through REST", () => {
 
     const slow = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "slow", steps: 150, width: 64, height: 64 } });
     const slowId = slow.body.data.inference_id;
-    await until(() => rest(base, "GET", `/inferences/${slowId}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
+    await untilRead(() => rest(base, "GET", `/inferences/${slowId}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
     const cancelled = await rest(base, "PUT", `/inferences/${slowId}/cancel`, { key: admin });
     expect(cancelled.body.data.cancelled).toBe(true);
     expect(cancelled.body.message).toMatch(/compute may still be spent/);
@@ -205,12 +197,12 @@ describe("inference through REST", () => {
   it("shows a job RUNNING from its first progress callback (REST: inprogress), and cancels it from there", async () => {
     const res = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "running", steps: 150, width: 64, height: 64 } });
     const id = res.body.data.inference_id;
-    const seen = await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.state === "RUNNING", "running");
+    const seen = await untilRead(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.state === "RUNNING", "running");
     expect(seen.body.data.status).toBe("inprogress");
     const listed = await rest(base, "GET", "/inferences?status=inprogress", { key: admin });
     expect(listed.body.data.inferences.map((i: any) => i.InferenceJobId)).toContain(id);
     // Later progress keeps it RUNNING, with a single running event.
-    await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.progress?.step >= 3, "more progress");
+    await untilRead(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => r.body.data.progress?.step >= 3, "more progress");
     const mid = await stack.runtime.events.readAfter(id, 0);
     expect(mid.filter((e) => e.type === "running")).toHaveLength(1);
     expect((await rest(base, "GET", `/inferences/${id}`, { key: admin })).body.data.state).toBe("RUNNING");
@@ -231,7 +223,7 @@ describe("inference through REST", () => {
   it("fails a dispatched job whose output never comes, after its timeout, with a clear reason", async () => {
     const res = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: endpoint, task_type: "txt2img", prompt: "late", steps: 150, width: 64, height: 64 } });
     const id = res.body.data.inference_id;
-    await until(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
+    await untilRead(() => rest(base, "GET", `/inferences/${id}`, { key: admin }), (r) => ["DISPATCHED", "RUNNING"].includes(r.body.data.state), "dispatch");
     // As if it had been dispatched long ago (INFERENCE_OUTPUT_TIMEOUT_MS is two hours).
     await stack.runtime.db.query(`UPDATE inferences SET dispatched_at = now() - interval '3 hours' WHERE id = $1`, [id]);
     const done = await finished(id);
@@ -273,24 +265,7 @@ interface Ev {
 }
 
 function followInference(id: string, key: string): Promise<Ev[]> {
-  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": key }, retryAttempts: 0 });
-  return new Promise((resolve, reject) => {
-    const seen: Ev[] = [];
-    client.subscribe<{ inferenceEvents: Ev }>(
-      { query: `subscription($id: ID!) { inferenceEvents(id: $id, after: 0) { seq type data terminal } }`, variables: { id } },
-      {
-        next: (m) => {
-          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
-          seen.push(m.data!.inferenceEvents);
-        },
-        error: reject,
-        complete: () => {
-          void client.dispose();
-          resolve(seen);
-        },
-      },
-    );
-  });
+  return collectEvents<Ev>({ wsUrl: stack.wsUrl, key, query: `subscription($id: ID!) { inferenceEvents(id: $id, after: 0) { seq type data terminal } }`, variables: { id }, field: "inferenceEvents" }).events;
 }
 
 describe("the endpoint's gate", () => {
@@ -367,29 +342,9 @@ interface MyEv extends Ev {
   inferenceId: string;
 }
 
-/** Follows myInferenceEvents until `done` says so; then disposes the client. */
+/** Follows myInferenceEvents until `done` says so. */
 function followMine(key: string, after: number, done: (seen: MyEv[]) => boolean): Promise<MyEv[]> {
-  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": key }, retryAttempts: 0 });
-  return new Promise((resolve, reject) => {
-    const seen: MyEv[] = [];
-    const timer = setTimeout(() => reject(new Error(`myInferenceEvents timed out: ${JSON.stringify(seen.map((e) => [e.cursor, e.type]))}`)), 20_000);
-    client.subscribe<{ myInferenceEvents: MyEv }>(
-      { query: `subscription($after: Int) { myInferenceEvents(after: $after) { cursor inferenceId seq type data terminal } }`, variables: { after } },
-      {
-        next: (m) => {
-          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
-          seen.push(m.data!.myInferenceEvents);
-          if (done(seen)) {
-            clearTimeout(timer);
-            void client.dispose();
-            resolve(seen);
-          }
-        },
-        error: reject,
-        complete: () => reject(new Error("myInferenceEvents completed")),
-      },
-    );
-  });
+  return collectEvents<MyEv>({ wsUrl: stack.wsUrl, key, query: `subscription($after: Int) { myInferenceEvents(after: $after) { cursor inferenceId seq type data terminal } }`, variables: { after }, field: "myInferenceEvents", done, timeoutMs: 20_000 }).events;
 }
 
 describe("myInferenceEvents", () => {

@@ -7,6 +7,7 @@ import { JOB_NAMES } from "../../queues/job-types.js";
 import { startJobWorker } from "../../queues/job-worker.js";
 import { createRedisConnection } from "../../src/adapters/redis-connection.js";
 import { TEST_REDIS_URL } from "../helpers/test-database.js";
+import { until } from "../helpers/until.js";
 
 /** Parking and waking against real Redis: a job that asks to look again later, and the wakes that move it. */
 describe("JobQueue parking and waking", () => {
@@ -38,14 +39,6 @@ describe("JobQueue parking and waking", () => {
     redis.disconnect();
   });
 
-  const until = async (what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 10_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await probe())) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  };
-
   /** Enqueues a check whose first run holds until the returned `release` is called. */
   async function held(checkId: string) {
     let release!: () => void;
@@ -67,7 +60,7 @@ describe("JobQueue parking and waking", () => {
     const release = await held("raced");
     await queue.wake("system.check", "check-raced"); // it is running: nothing to promote yet
     release(); // now it parks for a minute
-    await until("the second run", () => runs.get("raced") === 2);
+    await until("the second run", () => runs.get("raced") === 2, 10_000);
   });
 
   it("a wake of a parked job runs it at once, and only once", async () => {
@@ -76,7 +69,7 @@ describe("JobQueue parking and waking", () => {
     await new Promise((r) => setTimeout(r, 300)); // parked by now
     expect(runs.get("parked")).toBe(1);
     await queue.wake("system.check", "check-parked");
-    await until("the second run", () => runs.get("parked") === 2);
+    await until("the second run", () => runs.get("parked") === 2, 10_000);
     await new Promise((r) => setTimeout(r, 500));
     expect(runs.get("parked")).toBe(2);
   });

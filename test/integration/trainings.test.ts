@@ -3,6 +3,8 @@ import { createClient } from "graphql-ws";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gql, rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
+import { untilRead } from "../helpers/until.js";
+import { collectEvents } from "../helpers/subscription.js";
 
 let stack: TestStack;
 let base: string;
@@ -11,16 +13,6 @@ let bob: string;
 let carol: string;
 const UTILS = "esd-async-utils";
 const BUCKET = "diffgate-test";
-
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 800)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function apiKey(username: string): Promise<string> {
   return (await gql(base, `mutation($u: String!) { createApiKey(input: { name: $u, username: $u }) { apiKey } }`, { u: username }, { key: admin })).body.data.createApiKey.apiKey;
@@ -58,7 +50,7 @@ async function completeModel(key: string, name: string, checkpointId: string): P
   const started = await rest(base, "PUT", `/models/${id}`, { key, body: { status: "Creating", multi_parts_tags: {} } });
   expect(started.status).toBe(200);
   expect(started.body.data.job).toMatchObject({ id, jobStatus: "Creating", endpointName: UTILS, jobType: "Stable-diffusion" });
-  const done = await until(() => rest(base, "GET", `/models/${id}`, { key }), (r) => ["Complete", "Fail"].includes(r.body.data?.status), `model ${name}`);
+  const done = await untilRead(() => rest(base, "GET", `/models/${id}`, { key }), (r) => ["Complete", "Fail"].includes(r.body.data?.status), `model ${name}`);
   expect(done.body.data).toMatchObject({ status: "Complete", output_s3_location: expect.stringMatching(new RegExp(`^s3://${BUCKET}/Stable-diffusion/model/${name}/${id}/output$`)), error: null });
   expect(done.body.data.output_files).toEqual([`Stable-diffusion/model/${name}/${id}/output/${name}.tar`]);
   expect(done.body.data.result.config_dict).toMatchObject({ model_name: name });
@@ -69,24 +61,7 @@ type Ev = { seq: number; type: string; data: Record<string, any>; terminal: bool
 
 /** Follows trainingEvents over graphql-ws until the terminal event. */
 function followTraining(key: string, id: string): Promise<Ev[]> {
-  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": key }, retryAttempts: 0 });
-  return new Promise((resolve, reject) => {
-    const seen: Ev[] = [];
-    client.subscribe<{ trainingEvents: Ev }>(
-      { query: `subscription($id: ID!) { trainingEvents(id: $id, after: 0) { seq type data terminal } }`, variables: { id } },
-      {
-        next: (m) => {
-          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
-          seen.push(m.data!.trainingEvents);
-        },
-        error: reject,
-        complete: () => {
-          void client.dispose();
-          resolve(seen);
-        },
-      },
-    );
-  });
+  return collectEvents<Ev>({ wsUrl: stack.wsUrl, key, query: `subscription($id: ID!) { trainingEvents(id: $id, after: 0) { seq type data terminal } }`, variables: { id }, field: "trainingEvents", timeoutMs: 120_000 }).events;
 }
 
 const trainingBody = (modelId: string, extra: Record<string, unknown> = {}) => ({
@@ -118,7 +93,7 @@ beforeAll(async () => {
   carol = await apiKey("carol");
   const ep = await rest(base, "POST", "/endpoints", { key: admin, body: { endpoint_name: "utils", instance_type: "ml.g5.xlarge", initial_instance_count: 1, autoscaling_enabled: false, assign_to_roles: ["IT Operator", "Trainer"] } });
   expect(ep.body.data.endpoint_name).toBe(UTILS);
-  await until(() => rest(base, "GET", "/endpoints", { key: admin }), (r) => r.body.data.endpoints.some((e: any) => e.endpoint_name === UTILS && e.endpoint_status === "InService"), "utils InService");
+  await untilRead(() => rest(base, "GET", "/endpoints", { key: admin }), (r) => r.body.data.endpoints.some((e: any) => e.endpoint_name === UTILS && e.endpoint_status === "InService"), "utils InService");
   baseCheckpoint = await activeCheckpoint(bob, "Stable-diffusion", "bob-base.safetensors");
   await enabledDataset(bob, "cats");
   catModel = await completeModel(bob, "catmodel", baseCheckpoint);
@@ -190,7 +165,7 @@ describe("dataset → model → training → checkpoint → inference", () => {
       body: { sagemaker_endpoint_name: UTILS, task_type: "txt2img", prompt: "a cat <lora:catmodel:1>", steps: 3, width: 64, height: 64, models: { "Stable-diffusion": ["bob-base.safetensors"], Lora: [loraName] } },
     });
     expect(inf.status).toBe(202);
-    const done = await until(() => rest(base, "GET", `/inferences/${inf.body.data.inference_id}`, { key: bob }), (r) => ["succeed", "failed"].includes(r.body.data?.status), "inference");
+    const done = await untilRead(() => rest(base, "GET", `/inferences/${inf.body.data.inference_id}`, { key: bob }), (r) => ["succeed", "failed"].includes(r.body.data?.status), "inference");
     expect(done.body.data.status).toBe("succeed");
     expect(done.body.data.params.used_models.Lora[0]).toMatchObject({ id: checkpointId, model_name: loraName });
 
@@ -217,13 +192,13 @@ describe("dataset → model → training → checkpoint → inference", () => {
     const id = created.body.data.job.id as string;
     expect(created.body.data.job.training.spot).toBe(true);
     expect((await rest(base, "PUT", `/trainings/${id}/start`, { key: bob })).status).toBe(202);
-    const request = (await until(async () => stack.emulator.calls("CreateTrainingJob").find((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, ""))), (c) => c !== undefined, "CreateTrainingJob"))!.body as any;
+    const request = (await untilRead(async () => stack.emulator.calls("CreateTrainingJob").find((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, ""))), (c) => c !== undefined, "CreateTrainingJob"))!.body as any;
     expect(request).toMatchObject({ EnableManagedSpotTraining: true, CheckpointConfig: { S3Uri: `s3://${BUCKET}/Lora/train/catmodel/${id}/spot-checkpoints` }, StoppingCondition: { MaxRuntimeInSeconds: 86400, MaxWaitTimeInSeconds: 172800 } });
-    await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.secondary_status === "Training", "Training");
+    await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.secondary_status === "Training", "Training");
     const stopped = await rest(base, "PUT", `/trainings/${id}/stop`, { key: bob });
     expect(stopped.status).toBe(200);
     expect(stopped.body.data.job.status).toBe("Stopping");
-    const done = await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.job_status === "Stopped", "Stopped");
+    const done = await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.job_status === "Stopped", "Stopped");
     expect(done.body.data).toMatchObject({ secondary_status: "Stopped", checkpoint_id: null });
     expect(stack.emulator.calls("StopTrainingJob").filter((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, "")))).toHaveLength(1);
     const events = await stack.runtime.events.readAfter(id, 0);
@@ -238,7 +213,7 @@ describe("dataset → model → training → checkpoint → inference", () => {
     expect(made.body.errors).toBeUndefined();
     const modelId = made.body.data.createModel.model.id;
     expect((await gql(base, `mutation($id: ID!) { startModelCreation(id: $id) { status endpointName } }`, { id: modelId }, { key: bob })).body.data.startModelCreation).toEqual({ status: "Creating", endpointName: UTILS });
-    await until(() => gql(base, `query($id: ID!) { model(id: $id) { status } }`, { id: modelId }, { key: bob }), (r) => r.body.data?.model.status === "Complete", "doomed model");
+    await untilRead(() => gql(base, `query($id: ID!) { model(id: $id) { status } }`, { id: modelId }, { key: bob }), (r) => r.body.data?.model.status === "Complete", "doomed model");
     const t = await gql(base, `mutation($m: ID!) { createTraining(input: { trainType: "Lora", modelId: $m, datasets: ["cats"], instanceType: "ml.g4dn.xlarge" }) { training { id status trainType } uploads { url } } }`, { m: modelId }, { key: bob });
     expect(t.body.errors).toBeUndefined();
     const id = t.body.data.createTraining.training.id;
@@ -265,7 +240,7 @@ describe("model creation with an upload", () => {
     expect(noTags.body.message).toMatch(/multi parts tags is empty/);
     const started = await rest(base, "PUT", `/models/${job.id}`, { key: bob, body: { model_id: job.id, status: "Creating", multi_parts_tags: { "uploaded-src.safetensors": [{ ETag: put.headers.get("etag"), PartNumber: 1 }] } } });
     expect(started.status).toBe(200);
-    const done = await until(() => rest(base, "GET", `/models/${job.id}`, { key: bob }), (r) => ["Complete", "Fail"].includes(r.body.data?.status), "uploaded model");
+    const done = await untilRead(() => rest(base, "GET", `/models/${job.id}`, { key: bob }), (r) => ["Complete", "Fail"].includes(r.body.data?.status), "uploaded model");
     expect(done.body.data.status).toBe("Complete");
     const ckpt = await rest(base, "GET", "/checkpoints?types=Stable-diffusion", { key: bob });
     expect(ckpt.body.data.checkpoints.find((c: any) => c.id === job.checkpoint_id)).toMatchObject({ status: "Active", name: ["uploaded-src.safetensors"] });
@@ -370,7 +345,7 @@ describe("merge", () => {
     expect(res.status).toBe(202);
     expect(res.body.data).toMatchObject({ primary_model_name: "bob-base.safetensors", secondary_model_name: "bob-alt.safetensors", tertiary_model_name: "" });
     const id = res.body.data.merge.id;
-    const done = await until(() => rest(base, "GET", `/inference/run-model-merge/${id}`, { key: bob }), (r) => ["Complete", "Fail"].includes(r.body.data?.merge.status), "merge");
+    const done = await untilRead(() => rest(base, "GET", `/inference/run-model-merge/${id}`, { key: bob }), (r) => ["Complete", "Fail"].includes(r.body.data?.merge.status), "merge");
     expect(done.body.data.merge).toMatchObject({ status: "Complete", interp_method: "Weighted sum", interp_amount: 0.5, result_name: "bobmix.safetensors", error: null });
     const ckpt = await rest(base, "GET", `/checkpoints?types=Stable-diffusion`, { key: bob });
     expect(ckpt.body.data.checkpoints.find((c: any) => c.id === done.body.data.merge.checkpoint_id)).toMatchObject({ status: "Active", name: ["bobmix.safetensors"] });
@@ -448,7 +423,7 @@ describe("hostile input and races (4xx naming the field, nothing half-written)",
     expect((await stack.runtime.storage.listObjects(`Stable-diffusion/model/keptmodel/${modelId}/`)).length).toBeGreaterThan(0);
     // Deleting the running training is refused too, its objects untouched.
     expect((await rest(base, "DELETE", "/trainings", { key: bob, body: { training_id_list: [id] } })).status).toBe(409);
-    await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+    await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
 
     const waiting = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(modelId) });
     const waitingId = waiting.body.data.job.id as string;
@@ -473,7 +448,7 @@ describe("hostile input and races (4xx naming the field, nothing half-written)",
       else expect(row?.status).not.toBe("Initial");
       if (row) {
         await rest(base, "PUT", `/trainings/${id}/stop`, { key: bob });
-        await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+        await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
       } else {
         await new Promise((r) => setTimeout(r, 300));
         expect(stack.emulator.calls("CreateTrainingJob").filter((c) => String(c.body.TrainingJobName).endsWith(id.replace(/-/g, "")))).toHaveLength(0);
@@ -485,7 +460,7 @@ describe("hostile input and races (4xx naming the field, nothing half-written)",
     const created = await rest(base, "POST", "/trainings", { key: bob, body: trainingBody(catModel) });
     const id = created.body.data.job.id as string;
     expect((await rest(base, "PUT", `/trainings/${id}/start`, { key: bob })).status).toBe(202);
-    await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.job_status === "Training", "Training");
+    await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => r.body.data.job_status === "Training", "Training");
     // The trainer of this (in-process) API and worker: its next StopTrainingJob is throttled.
     const trainer = (stack.runtime.trainings as unknown as { trainer: { stop: (name: string) => Promise<string> } }).trainer;
     const realStop = trainer.stop;
@@ -502,7 +477,7 @@ describe("hostile input and races (4xx naming the field, nothing half-written)",
     }
     // A pass of the run job (the worker's own passes do the same) sends the stop again.
     await stack.runtime.trainings.run(id);
-    const done = await until(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
+    const done = await untilRead(() => rest(base, "GET", `/trainings/${id}`, { key: bob }), (r) => ["Complete", "Fail", "Stopped"].includes(r.body.data?.job_status), "the training to end");
     expect(done.body.data.job_status).toBe("Stopped");
   }, 30_000);
 

@@ -2,13 +2,13 @@ import { readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient } from "graphql-ws";
 import { PNG } from "pngjs";
-import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EndpointEntity } from "../../src/adapters/db/entities/endpoint.entity.js";
 import { gql, rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
 import { startWebUiDouble, type WebUiDouble } from "../helpers/webui-double.js";
+import { until } from "../helpers/until.js";
+import { collectEvents } from "../helpers/subscription.js";
 
 /**
  * Self-hosted WebUI endpoints against the WebUI double: registration and health, jobs with live
@@ -24,16 +24,6 @@ let endpoint: string;
 const AUTH = { username: "painter", password: "s3cret-api-auth" };
 const MODELS = ["v1-5-pruned-emaonly.safetensors", "dreamshaper_8.safetensors"];
 const JOB_TIMEOUT_MS = 4000;
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const job = async (id: string) => (await rest(base, "GET", `/inferences/${id}`, { key: admin })).body.data;
 const finished = (id: string) => until(`inference ${id} to finish`, async () => {
@@ -59,31 +49,7 @@ interface Ev {
 
 /** Subscribes to myInferenceEvents (before anything is created) and collects until `done`. */
 function followMine(done: (seen: Ev[]) => boolean): { events: Promise<Ev[]>; ready: Promise<void> } {
-  const client = createClient({ url: stack.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": admin }, retryAttempts: 0 });
-  let ready!: () => void;
-  const readyP = new Promise<void>((r) => (ready = r));
-  const events = new Promise<Ev[]>((resolve, reject) => {
-    const seen: Ev[] = [];
-    const timer = setTimeout(() => reject(new Error(`timed out: ${JSON.stringify(seen.map((e) => [e.type, e.data.step]))}`)), 30_000);
-    client.on("connected", () => setTimeout(ready, 200));
-    client.subscribe<{ myInferenceEvents: Ev }>(
-      { query: `subscription { myInferenceEvents(after: 0) { cursor inferenceId seq type data terminal } }` },
-      {
-        next: (m) => {
-          if (m.errors) return reject(new Error(JSON.stringify(m.errors)));
-          seen.push(m.data!.myInferenceEvents);
-          if (done(seen)) {
-            clearTimeout(timer);
-            void client.dispose();
-            resolve(seen);
-          }
-        },
-        error: reject,
-        complete: () => reject(new Error("completed")),
-      },
-    );
-  });
-  return { events, ready: readyP };
+  return collectEvents<Ev>({ wsUrl: stack.wsUrl, key: admin, query: `subscription { myInferenceEvents(after: 0) { cursor inferenceId seq type data terminal } }`, field: "myInferenceEvents", done });
 }
 
 beforeAll(async () => {
