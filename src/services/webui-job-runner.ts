@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { EndpointEntity } from "../adapters/db/entities/endpoint.entity.js";
 import { InferenceEntity } from "../adapters/db/entities/inference.entity.js";
-import { pngThumbnail } from "../adapters/images/png-thumbnail.js";
+import { previewThumbnail } from "../adapters/images/preview-thumbnail.js";
 import type { ObjectStore } from "../adapters/storage/object-store.js";
 import { WEBUI_TASK_PATHS, WebUiRefused, WebUiUnreachable, type WebUiClient, type WebUiServer } from "../adapters/webui/webui-client.js";
 import { parseWebUiJson } from "../domain/webui-parameters.js";
@@ -216,7 +216,7 @@ export class WebUiJobRunner implements WebUiJobExecutor {
         let preview: Buffer | undefined;
         if (p.livePreview && p.livePreviewId !== lastPreviewId && every > 0 && step - lastPreviewStep >= every) {
           lastPreviewId = p.livePreviewId;
-          preview = p.livePreview.mediaType === "image/png" ? pngThumbnail(p.livePreview.bytes, PREVIEW_SIDE) : undefined;
+          preview = await previewThumbnail(p.livePreview.bytes, PREVIEW_SIDE);
           if (preview) lastPreviewStep = step;
         }
         await this.inferences.recordProgress({ ...job, lastStep }, { step, totalSteps: total, etaSeconds: p.etaSeconds, ...(preview ? { preview } : {}) });

@@ -3,6 +3,7 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { deflateSync } from "node:zlib";
 import { PNG } from "pngjs";
+import sharp from "sharp";
 
 /**
  * A deterministic test double of the AUTOMATIC1111 Stable Diffusion WebUI HTTP API (the same API
@@ -36,6 +37,10 @@ export interface WebUiDoubleOptions {
   stepMs?: number;
   /** A live preview is produced every this many sampling steps; 0 or less disables previews. Default 2. */
   previewEvery?: number;
+  /** The live previews' format, as the server's `live_previews_image_format` (Forge defaults to jpeg). Default png. */
+  previewFormat?: "png" | "jpeg" | "webp";
+  /** Live previews are this many pixels on a side. Default 64. */
+  previewSide?: number;
   /** Checkpoint file names (relative to the model folder), the first being the loaded one. Default `["v1-5-pruned-emaonly.safetensors"]`. */
   models?: string[];
   /** When set, every request must carry these HTTP basic credentials (like `--api-auth user:pass`). */
@@ -88,8 +93,6 @@ const DEFAULT_MODELS = ["v1-5-pruned-emaonly.safetensors"];
 const MODEL_DIR = "/webui/models/Stable-diffusion";
 /** Above this many pixels an output image is a solid fill (still at the requested size) to keep encoding cheap. */
 const DETAILED_PIXELS_MAX = 1024 * 1024;
-/** Live previews are this many pixels on a side. */
-const PREVIEW_SIDE = 64;
 /** Bodies larger than this are refused with 413. */
 const MAX_BODY_BYTES = 256 * 1024 * 1024;
 /** The version string the info carries, as a recent A1111 release reports it. */
@@ -350,7 +353,7 @@ interface Run {
   stepsDone: number;
   /** Increments with every new live preview; 0 before the first one. */
   idLivePreview: number;
-  /** The latest live preview (a PREVIEW_SIDE² PNG), or null before the first. */
+  /** The latest live preview (a previewSide² PNG), or null before the first. */
   preview: Buffer | null;
   timeStart: number;
   jobTimestamp: string;
@@ -455,6 +458,18 @@ function extrasImage(body: Record<string, unknown>, input: string): string {
 export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promise<WebUiDouble> {
   const stepMs = Math.max(0, options.stepMs ?? 20);
   const previewEvery = options.previewEvery ?? 2;
+  const previewSide = options.previewSide ?? 64;
+  const previewFormat = options.previewFormat ?? "png";
+  /** The latest preview in `previewFormat`, encoded once per preview id. */
+  let encodedPreview: { id: number; run: Run; bytes: Buffer } | null = null;
+  /** The run's latest preview and its id (taken together, before any await). */
+  async function latestPreview(run: Run): Promise<{ id: number; bytes: Buffer }> {
+    const id = run.idLivePreview;
+    const png = run.preview!;
+    if (previewFormat === "png") return { id, bytes: png };
+    if (encodedPreview?.run !== run || encodedPreview.id !== id) encodedPreview = { id, run, bytes: await sharp(png)[previewFormat]({ quality: 80 }).toBuffer() };
+    return { id, bytes: encodedPreview.bytes };
+  }
   const models = (options.models ?? DEFAULT_MODELS).map(modelEntry);
   const expectedAuthorization = options.auth
     ? `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString("base64")}`
@@ -532,7 +547,7 @@ export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promis
     run.stepsDone += 1;
     if (previewEvery > 0 && run.samplingStep % previewEvery === 0) {
       const n = run.jobNo * p.batchSize;
-      run.preview = renderPng(PREVIEW_SIDE, PREVIEW_SIDE, imageKey(p.seed + n, p.prompt, n), run.samplingStep / p.steps);
+      run.preview = renderPng(previewSide, previewSide, imageKey(p.seed + n, p.prompt, n), run.samplingStep / p.steps);
       run.idLivePreview += 1;
     }
     if (run.crashAfter !== null && run.stepsDone >= run.crashAfter) {
@@ -653,7 +668,7 @@ export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promis
         case "GET /sdapi/v1/progress":
           return sendJson(res, 200, globalProgress(url.searchParams.get("skip_current_image") === "true"));
         case "POST /internal/progress":
-          return sendJson(res, 200, taskProgress(fields));
+          return sendJson(res, 200, await taskProgress(fields));
         case "POST /sdapi/v1/interrupt":
           interrupt();
           return sendJson(res, 200, {});
@@ -838,7 +853,7 @@ export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promis
   }
 
   /** POST /internal/progress: one task's progress, as A1111's progress.progressapi. */
-  function taskProgress(fields: Record<string, unknown>) {
+  async function taskProgress(fields: Record<string, unknown>) {
     const idTask = typeof fields.id_task === "string" ? fields.id_task : null;
     const askedPreviewId = typeof fields.id_live_preview === "number" ? fields.id_live_preview : -1;
     const wantsPreview = fields.live_preview !== false;
@@ -862,14 +877,15 @@ export async function startWebUiDouble(options: WebUiDoubleOptions = {}): Promis
     const progress = Math.min(progressOf(run), 1);
     const elapsed = (Date.now() - run.timeStart) / 1000;
     const fresh = wantsPreview && run.preview !== null && run.idLivePreview !== askedPreviewId;
+    const preview = fresh ? await latestPreview(run) : null;
     return {
       active: true,
       queued: false,
       completed: false,
       progress,
       eta: progress > 0 ? elapsed / progress - elapsed : null,
-      live_preview: fresh ? `data:image/png;base64,${run.preview!.toString("base64")}` : null,
-      id_live_preview: fresh ? run.idLivePreview : askedPreviewId,
+      live_preview: preview ? `data:image/${previewFormat};base64,${preview.bytes.toString("base64")}` : null,
+      id_live_preview: preview ? preview.id : askedPreviewId,
       textinfo: null,
     };
   }

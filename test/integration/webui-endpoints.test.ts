@@ -367,3 +367,25 @@ describe("with WORKER_CONCURRENCY=1", () => {
     }
   }, 60_000);
 });
+
+describe("live previews in the other formats servers send", () => {
+  for (const format of ["jpeg", "webp"] as const) {
+    it(`stores a ${format} live preview (Forge sends jpeg by default) as a PNG of at most 128 px`, async () => {
+      const box = await startWebUiDouble({ stepMs: 40, previewEvery: 2, previewFormat: format, previewSide: 256 });
+      try {
+        const reg = await rest(base, "POST", "/endpoints/webui", { key: admin, body: { name: `previews-${format}`, base_url: box.url } });
+        expect(reg.status, reg.text).toBe(201);
+        const id = await submit({ prompt: `${format} previews`, steps: 10, width: 256, height: 256 }, `webui-previews-${format}`);
+        expect((await finished(id)).status).toBe("succeed");
+        const previews = (await stack.runtime.events.readAfter(id, 0)).filter((e) => e.type === "progress" && typeof e.data.previewKey === "string");
+        expect(previews.length).toBeGreaterThan(0);
+        const url = (await job(id)).preview_url as string;
+        const bytes = Buffer.from(await (await fetch(url)).arrayBuffer());
+        const png = PNG.sync.read(bytes);
+        expect([png.width, png.height]).toEqual([128, 128]);
+      } finally {
+        await box.close();
+      }
+    }, 30_000);
+  }
+});
