@@ -33,8 +33,11 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   if (typeof code === "string" && PROTOCOL_CODES.has(code)) {
     return { ...base, message: formatted.message, extensions: { code: code === "BAD_USER_INPUT" ? "BAD_INPUT" : code } };
   }
-  if (original instanceof GraphQLError && !original.originalError && code === undefined) {
-    // graphql-js's own errors (e.g. variable coercion) are about the request, not about us.
+  if (original instanceof GraphQLError && !original.originalError && original.extensions?.code === undefined && !original.path) {
+    // graphql-js's own errors raised before execution (e.g. variable coercion, or "Too many errors
+    // processing variables" past its limit of 50) are about the request, not about us. Look at the
+    // error's own code: Apollo's formatting fills a missing one in with INTERNAL_SERVER_ERROR. An
+    // error with a path (a non-null field resolved to null) is ours.
     return { ...base, message: formatted.message, extensions: { code: "BAD_INPUT" } };
   }
   log?.error({ err: original }, "unhandled error in a GraphQL operation");

@@ -207,6 +207,8 @@ export class AccessService {
     if (!(await this.keyMayActForOthers(keyOwner))) {
       throw DomainError.forbidden(`this API key belongs to "${keyOwner.username}" and may not act for other users`);
     }
+    // Only a well-formed username can exist (and a NUL in a query string is a database error).
+    if (!usernameSchema.safeParse(named).success) throw DomainError.forbidden(`the bearer names ${JSON.stringify(named)}, which is not a valid username`);
     const user = await this.db.getRepository(UserEntity).findOneBy({ username: named });
     if (!user) throw DomainError.forbidden(`the bearer names user "${named}", who does not exist`);
     const acting = await this.principalForUser(user.id, "api-key+legacy-bearer");

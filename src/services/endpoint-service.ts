@@ -354,8 +354,9 @@ export class EndpointService {
    */
   async delete(principal: Principal, names: unknown, claimedUser?: unknown): Promise<EndpointView[]> {
     const list = [...new Set(parseInput(namesSchema, names, "names"))];
-    if (claimedUser !== undefined && claimedUser !== principal.username) {
-      throw DomainError.forbidden(`username "${String(claimedUser)}" must be the calling user "${principal.username}"`);
+    const claimed = claimedUser === undefined ? undefined : parseInput(z.string({ error: "must be a string" }), claimedUser, "username");
+    if (claimed !== undefined && claimed !== principal.username) {
+      throw DomainError.forbidden(`username "${claimed}" must be the calling user "${principal.username}"`);
     }
     const all = principal.permissions.allows("sagemaker_endpoint", "all");
     if (!principal.permissions.allows("sagemaker_endpoint", "create")) {
