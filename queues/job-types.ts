@@ -28,6 +28,8 @@ export interface JobPayloads {
   "model.create": { modelId: string };
   /** Creates a training's SageMaker job and follows it to the end; job id `training-run-<id>`. */
   "training.run": { trainingId: string };
+  /** Re-queues the job of every unfinished inference whose job was lost; repeated by a job scheduler. */
+  "inferences.reconcile": Record<string, never>;
   /** Re-queues the job of every unfinished training, model creation and merge whose job was lost; repeated by a job scheduler. */
   "trainings.reconcile": Record<string, never>;
   /** Invokes an endpoint to merge checkpoints and registers the result; job id `merge-run-<id>`. */
@@ -47,6 +49,7 @@ export const JOB_NAMES = [
   "inference.dispatch",
   "inference.webui-run",
   "inference.watch",
+  "inferences.reconcile",
   "webui.health",
   "model.create",
   "training.run",

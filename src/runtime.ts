@@ -269,6 +269,7 @@ export class Runtime {
     await this.queue.schedule("endpoints-reconcile", "endpoints.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("webui-health", "webui.health", {}, this.config.webui.healthIntervalMs);
     await this.queue.schedule("trainings-reconcile", "trainings.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
+    await this.queue.schedule("inferences-reconcile", "inferences.reconcile", {}, this.config.sagemaker.reconcileIntervalMs);
     await this.queue.schedule("checkpoints-housekeeping", "checkpoints.housekeeping", {}, this.config.checkpoints.housekeepingIntervalMs);
   }
 

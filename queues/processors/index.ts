@@ -7,7 +7,7 @@ import type { SystemCheckService } from "../../src/services/system-check-service
 import type { Processors } from "../processor-registry.js";
 import { checkpointImportProcessor, checkpointRenameProcessor, checkpointsHousekeepingProcessor } from "./checkpoint.processor.js";
 import { endpointDeleteProcessor, endpointDeployProcessor, endpointsReconcileProcessor, webUiHealthProcessor } from "./endpoint.processor.js";
-import { inferenceDispatchProcessor, inferenceWatchProcessor, inferenceWebUiRunProcessor } from "./inference.processor.js";
+import { inferenceDispatchProcessor, inferencesReconcileProcessor, inferenceWatchProcessor, inferenceWebUiRunProcessor } from "./inference.processor.js";
 import { systemCheckProcessor } from "./system-check.processor.js";
 import { mergeRunProcessor, modelCreateProcessor, trainingRunProcessor, trainingsReconcileProcessor } from "./training.processor.js";
 
@@ -24,6 +24,7 @@ export function buildProcessors(services: { systemChecks: SystemCheckService; en
     "inference.dispatch": inferenceDispatchProcessor(services.inferences),
     "inference.webui-run": inferenceWebUiRunProcessor(services.inferences),
     "inference.watch": inferenceWatchProcessor(services.inferences),
+    "inferences.reconcile": inferencesReconcileProcessor(services.inferences),
     "webui.health": webUiHealthProcessor(services.endpoints),
     "model.create": modelCreateProcessor(services.models),
     "training.run": trainingRunProcessor(services.trainings),

@@ -12,3 +12,9 @@ export function inferenceWatchProcessor(service: InferenceService): Processor<"i
 export function inferenceWebUiRunProcessor(service: InferenceService): Processor<"inference.webui-run"> {
   return (payload) => service.runOnWebUi(payload.inferenceId);
 }
+
+export function inferencesReconcileProcessor(service: InferenceService): Processor<"inferences.reconcile"> {
+  return async () => {
+    await service.resumeUnfinished();
+  };
+}

@@ -492,6 +492,27 @@ export class InferenceService {
     return this.dispatchToSageMaker(job, endpoint!);
   }
 
+  /**
+   * Gives every unfinished job its BullMQ job back when that was lost: failed for good (a worker that
+   * kept dying on it, an outage longer than its retries) or gone. Without this such a job would keep
+   * its endpoint's slot forever. Waiting, parked and running jobs are left alone; each step is
+   * repeatable, so a job that is re-added after all only looks once more.
+   */
+  async resumeUnfinished(): Promise<number> {
+    const rows = (await this.db.query(
+      `SELECT i.id, i.status, i.slot_claimed_at IS NOT NULL AS "slotClaimed", e.provider
+         FROM inferences i LEFT JOIN endpoints e ON e.id = i.endpoint_id
+        WHERE i.status IN ('QUEUED', 'DISPATCHED', 'RUNNING')`,
+    )) as Array<{ id: string; status: InferenceStatus; slotClaimed: boolean; provider: string | null }>;
+    for (const r of rows) {
+      const payload = { inferenceId: r.id };
+      if (r.provider === "webui" && (r.slotClaimed || r.status !== "QUEUED")) await this.queue.ensure("inference.webui-run", payload, inferenceJobIds.webUiRun(r.id));
+      else if (r.status === "QUEUED") await this.queue.ensure("inference.dispatch", payload, inferenceJobIds.dispatch(r.id));
+      else await this.queue.ensure("inference.watch", payload, inferenceJobIds.watch(r.id));
+    }
+    return rows.length;
+  }
+
   /** Runs a job that holds its slot on a WebUI server, to the end (the WebUI queue's job body). */
   async runOnWebUi(id: string): Promise<{ recheckInMs?: number }> {
     const job = await this.load(id);

@@ -4,7 +4,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PNG } from "pngjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Queue } from "bullmq";
 import { EndpointEntity } from "../../src/adapters/db/entities/endpoint.entity.js";
+import { createRedisConnection } from "../../src/adapters/redis-connection.js";
+import { TEST_REDIS_URL } from "../helpers/test-database.js";
 import { gql, rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
 import { startWebUiDouble, type WebUiDouble } from "../helpers/webui-double.js";
 import { until } from "../helpers/until.js";
@@ -388,4 +391,38 @@ describe("live previews in the other formats servers send", () => {
       }
     }, 30_000);
   }
+});
+
+describe("a job whose queue entry was lost", () => {
+  it("gets it back from the reconcile job and runs to the end", async () => {
+    const box = await startWebUiDouble({ stepMs: 10 });
+    // No worker yet: the job waits in Redis, where it is then lost.
+    const lossy = await startTestStack({ env: { RECONCILE_INTERVAL_MS: "1000", DISPATCH_RECHECK_MS: "300" } });
+    const redis = createRedisConnection(TEST_REDIS_URL, "diffgate-test-lost-job");
+    const work = new Queue("work", { connection: redis, prefix: lossy.childEnv.QUEUE_PREFIX });
+    const call = (method: string, route: string, body?: unknown) => rest(lossy.baseUrl, method, route, { key: lossy.adminKey, ...(body ? { body } : {}) });
+    try {
+      expect((await call("POST", "/endpoints/webui", { name: "lossy", base_url: box.url })).status).toBe(201);
+      const res = await call("POST", "/inferences", { sagemaker_endpoint_name: "webui-lossy", task_type: "txt2img", prompt: "lost and found", steps: 4, width: 64, height: 64 });
+      expect(res.status, res.text).toBe(202);
+      const id = res.body.data.inference_id as string;
+      const entry = await work.getJob(`inference-dispatch-${id}`);
+      expect(entry).toBeDefined();
+      await entry!.remove();
+      expect(await work.getJob(`inference-dispatch-${id}`)).toBeUndefined();
+
+      await lossy.runtime.startWorker();
+      const done = await until("the job to finish", async () => {
+        const j = (await call("GET", `/inferences/${id}`)).body.data;
+        return ["succeed", "failed", "cancelled"].includes(j?.status) && j;
+      });
+      expect(done.status).toBe("succeed");
+      expect(box.requests.filter((r) => r.path === "/sdapi/v1/txt2img")).toHaveLength(1);
+    } finally {
+      await work.close();
+      redis.disconnect();
+      await lossy.close();
+      await box.close();
+    }
+  }, 30_000);
 });
