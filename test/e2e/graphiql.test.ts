@@ -91,16 +91,19 @@ async function showHeadersTab(): Promise<void> {
 /**
  * Runs the query editor's operation with the toolbar's execute button and waits until the response
  * matches `pattern` or shows errors (so that a failure shows at once, with what the page showed).
+ * The previous run's response stays on screen until the new one replaces it, so only a different
+ * text counts (each run in this file answers differently from the one before it).
  */
 async function runAndWaitFor(pattern: RegExp, timeout = 20_000): Promise<string> {
+  const previous = await editorText(RESPONSE);
   await page.locator("button.graphiql-execute-button").click();
+  let text = "";
   await expect
     .poll(async () => {
-      const t = await editorText(RESPONSE);
-      return pattern.test(t) || /"errors"/.test(t);
+      text = await editorText(RESPONSE);
+      return text !== previous && (pattern.test(text) || /"errors"/.test(text));
     }, { timeout, interval: 200 })
     .toBe(true);
-  const text = await editorText(RESPONSE);
   expect(text).toMatch(pattern);
   return text;
 }
