@@ -10,9 +10,9 @@ export interface JobObserver {
 
 /**
  * Consumer side: one BullMQ worker over one queue (job-types.ts says which jobs go where),
- * dispatching by job name. A worker killed
- * mid-job leaves the job stalled; BullMQ hands it to another worker, and processors are written to
- * resume rather than repeat (they look at the record's state first).
+ * dispatching by job name. A worker killed mid-job leaves the job stalled; BullMQ hands it to
+ * another worker, and processors are written to resume rather than repeat (they look at the
+ * record's state first). A processor that answers `recheckInMs` is parked until then.
  */
 export function startJobWorker(options: {
   queue: QueueName;
