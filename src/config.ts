@@ -101,6 +101,7 @@ const envSchema = z.object({
   LOG_LEVEL: z.preprocess(emptyToUndefined, z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info")),
   WORKER_CONCURRENCY: intIn(1, 1000, 8),
   WEBUI_WORKER_CONCURRENCY: intIn(1, 1000, 32),
+  WS_MAX_SUBSCRIPTIONS: intIn(1, 10_000, 100),
   QUEUE_PREFIX: z.preprocess(emptyToUndefined, z.string().regex(/^[A-Za-z0-9_:-]{1,64}$/, { error: "must be 1-64 of A-Z a-z 0-9 _ : -" }).default("diffgate")),
   SHUTDOWN_TIMEOUT_MS: intIn(100, 120_000, 9_000),
   GRAPHIQL: bool(true),
@@ -203,6 +204,8 @@ export interface Config {
   restPrefix: string | undefined;
   corsOrigins: "*" | string[];
   bodyLimitBytes: number;
+  /** Subscriptions one graphql-ws connection may hold at once. */
+  wsMaxSubscriptions: number;
   logLevel: LogLevel;
   workerConcurrency: number;
   /** WebUI runs one worker process drives at once (each holds its slot while its server generates). */
@@ -355,6 +358,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     restPrefix: e.REST_PREFIX,
     corsOrigins,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    wsMaxSubscriptions: e.WS_MAX_SUBSCRIPTIONS,
     logLevel: e.LOG_LEVEL,
     workerConcurrency: e.WORKER_CONCURRENCY,
     webUiWorkerConcurrency: e.WEBUI_WORKER_CONCURRENCY,

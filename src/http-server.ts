@@ -5,7 +5,7 @@ import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/dis
 import fastifyApollo from "@as-integrations/fastify";
 import cors from "@fastify/cors";
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
-import type { ExecutionResult, GraphQLFormattedError } from "graphql";
+import { GraphQLError, type ExecutionResult, type GraphQLFormattedError } from "graphql";
 import { CloseCode } from "graphql-ws";
 import { useServer } from "graphql-ws/use/ws";
 import { WebSocketServer } from "ws";
@@ -160,6 +160,14 @@ export async function createHttpServer(runtime: Runtime): Promise<HttpServer> {
           socket.close(CloseCode.InternalServerError, "Internal error");
           return false;
         }
+      },
+      onSubscribe: (ctx) => {
+        // The new subscription is already counted. Each one holds a Redis listener and a replay: bounded per socket.
+        const open = Object.keys(ctx.subscriptions).length;
+        if (open > config.wsMaxSubscriptions) {
+          return [new GraphQLError(`this connection already holds ${config.wsMaxSubscriptions} subscriptions, the most one connection may hold; complete one first or open another connection`, { extensions: { code: "RATE_LIMITED" } })];
+        }
+        return undefined;
       },
       context: (ctx) => {
         const requestId = randomUUID();

@@ -2,7 +2,7 @@ import { unwrapResolverError } from "@apollo/server/errors";
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import type { Logger } from "pino";
 import { asDependencyOutage } from "../adapters/dependency-outage.js";
-import { DomainError } from "../domain/errors.js";
+import { DomainError, ERROR_CODES } from "../domain/errors.js";
 
 /** Codes that graphql-js and Apollo attach themselves, for malformed or invalid operations. */
 const PROTOCOL_CODES = new Set(["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "PERSISTED_QUERY_NOT_FOUND", "PERSISTED_QUERY_NOT_SUPPORTED", "OPERATION_RESOLUTION_FAILURE", "BAD_REQUEST"]);
@@ -12,7 +12,7 @@ export function isExpectedGraphQLError(error: unknown): boolean {
   const original = unwrapResolverError(error);
   if (original instanceof DomainError || asDependencyOutage(original)) return true;
   const code = original instanceof GraphQLError ? original.extensions?.code : undefined;
-  if (typeof code === "string" && PROTOCOL_CODES.has(code)) return true;
+  if ((typeof code === "string" && PROTOCOL_CODES.has(code)) || ownCode(original)) return true;
   return original instanceof GraphQLError && !original.originalError;
 }
 
@@ -29,6 +29,8 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   if (original instanceof DomainError) {
     return { ...base, message: original.message, extensions: { code: original.code, ...(original.field ? { field: original.field } : {}) } };
   }
+  const own = ownCode(original);
+  if (own) return { ...base, message: formatted.message, extensions: { code: own } };
   const code = formatted.extensions?.code;
   if (typeof code === "string" && PROTOCOL_CODES.has(code)) {
     return { ...base, message: formatted.message, extensions: { code: code === "BAD_USER_INPUT" ? "BAD_INPUT" : code } };
@@ -42,4 +44,11 @@ export function formatGraphQLError(formatted: GraphQLFormattedError, error: unkn
   }
   log?.error({ err: original }, "unhandled error in a GraphQL operation");
   return { ...base, message: "internal error", extensions: { code: "INTERNAL" } };
+}
+
+/** One of our codes, on a GraphQLError we raised ourselves outside a resolver (the transport's own refusals). */
+function ownCode(error: unknown): DomainError["code"] | undefined {
+  if (!(error instanceof GraphQLError) || error.originalError) return undefined;
+  const code = error.extensions?.code;
+  return typeof code === "string" && code !== "INTERNAL" && (ERROR_CODES as readonly string[]).includes(code) ? (code as DomainError["code"]) : undefined;
 }

@@ -130,3 +130,32 @@ describe("job events across processes", () => {
     await expect(collect(wsClient(stack.adminKey), "not-a-uuid", 0)).rejects.toThrow(/jobId/);
   });
 });
+
+describe("graphql-ws limits", () => {
+  it("refuses a subscription beyond WS_MAX_SUBSCRIPTIONS on one connection (RATE_LIMITED), and takes one again once another ends", async () => {
+    const limited = await startTestStack({ env: { WS_MAX_SUBSCRIPTIONS: "3" } });
+    const client = createClient({ url: limited.wsUrl, webSocketImpl: WebSocket, connectionParams: { "x-api-key": limited.adminKey }, retryAttempts: 0 });
+    const query = `subscription { myInferenceEvents(after: 0) { cursor } }`;
+    /** Subscribes; resolves with the errors it is refused with, or "open" once the server has had time to refuse. */
+    const attempt = () => {
+      let dispose = () => {};
+      const outcome = new Promise<unknown>((resolve) => {
+        dispose = client.subscribe({ query }, { next: () => undefined, error: (e) => resolve(e), complete: () => resolve("completed") });
+        setTimeout(() => resolve("open"), 1000);
+      });
+      return { outcome, dispose: () => dispose() };
+    };
+    try {
+      const held = [attempt(), attempt(), attempt()];
+      expect(await Promise.all(held.map((h) => h.outcome))).toEqual(["open", "open", "open"]);
+      const fourth = attempt();
+      expect(await fourth.outcome).toEqual([expect.objectContaining({ message: expect.stringContaining("already holds 3 subscriptions"), extensions: { code: "RATE_LIMITED" } })]);
+      held[0]!.dispose();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await attempt().outcome).toBe("open");
+    } finally {
+      await client.dispose();
+      await limited.close();
+    }
+  });
+});
