@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -103,6 +104,32 @@ describe("registering a WebUI server", () => {
     // A job for a server that never was in service is refused.
     const refused = await rest(base, "POST", "/inferences", { key: admin, body: { sagemaker_endpoint_name: "webui-nobody", task_type: "txt2img", prompt: "x" } });
     expect(refused.status).toBe(409);
+  });
+
+  it("records a server whose answer never ends as Failed at once, without reading it into memory", async () => {
+    // Not a WebUI server: it streams forever (1 MiB chunks) to whatever asks.
+    let sent = 0;
+    const endless = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      const chunk = Buffer.alloc(1024 * 1024, 0x20);
+      const pump = () => {
+        while (res.write(chunk)) sent += chunk.length;
+      };
+      res.on("drain", pump);
+      pump();
+    });
+    await new Promise<void>((resolve) => endless.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(endless.address() as net.AddressInfo).port}`;
+      const res = await rest(base, "POST", "/endpoints/webui", { key: admin, body: { name: "endless", base_url: url } });
+      expect(res.status).toBe(201);
+      expect(res.body.data).toMatchObject({ endpoint_status: "Failed", error: expect.stringContaining("larger than 16777216 bytes") });
+      // It stopped reading soon after the limit (a few chunks in flight), not at the health check's deadline.
+      expect(sent).toBeLessThan(64 * 1024 * 1024);
+    } finally {
+      endless.closeAllConnections();
+      await new Promise<void>((resolve) => endless.close(() => resolve()));
+    }
   });
 
   it("refuses bad registrations with a 4xx naming the field, storing nothing", async () => {

@@ -110,10 +110,43 @@ function detailOf(status: number, text: string): string {
 
 const DATA_URL = /^data:(image\/[a-z+.-]+);base64,(.*)$/is;
 
+/**
+ * The most a server's answer may hold. A generation answers its images as base64 (a batch of eight
+ * 2048² PNGs is about 100 MB); anything else is a few kB to a few MB. A larger answer is refused
+ * rather than read into memory (a broken server, or a URL that is not a WebUI server at all).
+ */
+export const WEBUI_ANSWER_LIMITS = { generation: 256 * 1024 * 1024, other: 16 * 1024 * 1024 } as const;
+
+class AnswerTooLarge extends Error {}
+
+/** The body as text, refusing (and cancelling) one larger than `maxBytes`. */
+async function boundedText(response: Response, maxBytes: number): Promise<string> {
+  const declared = Number(response.headers.get("content-length") ?? NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await response.body?.cancel().catch(() => undefined);
+    throw new AnswerTooLarge();
+  }
+  if (!response.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new AnswerTooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, size).toString("utf8");
+}
+
 export class WebUiClient {
   constructor(private readonly defaultTimeoutMs: number) {}
 
-  private async call<T>(server: WebUiServer, method: "GET" | "POST", path: string, body?: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<T> {
+  private async call<T>(server: WebUiServer, method: "GET" | "POST", path: string, body?: unknown, options: { timeoutMs?: number; signal?: AbortSignal; maxAnswerBytes?: number } = {}): Promise<T> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (server.credentials) headers.authorization = `Basic ${Buffer.from(`${server.credentials.username}:${server.credentials.password}`).toString("base64")}`;
@@ -123,8 +156,9 @@ export class WebUiClient {
     let text: string;
     try {
       response = await fetch(`${server.baseUrl}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.any(signals), redirect: "error" });
-      text = await response.text();
+      text = await boundedText(response, options.maxAnswerBytes ?? WEBUI_ANSWER_LIMITS.other);
     } catch (e) {
+      if (e instanceof AnswerTooLarge) throw new WebUiRefused(response!.status, `the answer to ${path} is larger than ${options.maxAnswerBytes ?? WEBUI_ANSWER_LIMITS.other} bytes`);
       throw new WebUiUnreachable(server.baseUrl, errorCode(e));
     }
     if (!response.ok) throw new WebUiRefused(response.status, detailOf(response.status, text));
@@ -151,7 +185,7 @@ export class WebUiClient {
    * `{image, html_info}` for the single-image tasks.
    */
   async generate(server: WebUiServer, path: string, body: Record<string, unknown>, options: { timeoutMs: number; signal?: AbortSignal }): Promise<WebUiGeneration> {
-    const out = await this.call<WebUiGeneration & { image?: unknown }>(server, "POST", path, body, options);
+    const out = await this.call<WebUiGeneration & { image?: unknown }>(server, "POST", path, body, { ...options, maxAnswerBytes: WEBUI_ANSWER_LIMITS.generation });
     if (!out || typeof out !== "object" || (!Array.isArray(out.images) && typeof out.image !== "string")) throw new WebUiRefused(200, `${path} answered without images`);
     return out;
   }
