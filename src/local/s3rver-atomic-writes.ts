@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
 import { copyFile, mkdir, open, readdir, rename, rmdir, unlink, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -73,31 +72,32 @@ export function makeS3rverWritesAtomic(store: FilesystemStore): void {
 
   store.putObject = async (object) => {
     const finalPath = objectPath(object.bucket, object.key);
-    return inFolder(path.dirname(finalPath), async () => {
-      const tmp = tempName(finalPath);
-      const md5 = createHash("md5");
-      let size = 0;
-      try {
-        const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : (object.content ?? Readable.from([]));
-        const count = new Transform({
-          transform(chunk: Buffer, _enc, done) {
-            md5.update(chunk);
-            size += chunk.length;
-            done(null, chunk);
-          },
-        });
-        await pipeline(source, count, createWriteStream(tmp));
-        const digest = md5.digest("hex");
-        // Metadata and ETag first: the object becomes visible (stat) only when all three are whole.
-        await writeAtomically(store.getResourcePath(object.bucket, object.key, "object.md5"), digest);
-        await writeAtomically(store.getResourcePath(object.bucket, object.key, "metadata.json"), JSON.stringify(storedMetadata(object.metadata), null, 2));
-        await rename(tmp, finalPath);
-        return { size, md5: digest };
-      } catch (e) {
-        await unlink(tmp).catch(() => undefined);
-        throw e;
-      }
-    });
+    const tmp = tempName(finalPath);
+    // Once the temporary file exists its folder is not empty, so no delete's clean-up removes it.
+    const file = await inFolder(path.dirname(finalPath), () => open(tmp, "w"));
+    const md5 = createHash("md5");
+    let size = 0;
+    try {
+      const source = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : (object.content ?? Readable.from([]));
+      const count = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          md5.update(chunk);
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      await pipeline(source, count, file.createWriteStream());
+      const digest = md5.digest("hex");
+      // Metadata and ETag first: the object becomes visible (stat) only when all three are whole.
+      await writeAtomically(store.getResourcePath(object.bucket, object.key, "object.md5"), digest);
+      await writeAtomically(store.getResourcePath(object.bucket, object.key, "metadata.json"), JSON.stringify(storedMetadata(object.metadata), null, 2));
+      await rename(tmp, finalPath);
+      return { size, md5: digest };
+    } catch (e) {
+      await file.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw e;
+    }
   };
 
   store.getObject = async (bucket, key, options) => {
