@@ -119,7 +119,8 @@ describe("a worker killed during an inference", () => {
 
 describe("a worker killed while a WebUI server runs its job", () => {
   it("the next worker interrupts the orphaned run (it is this job's) and runs the job again, once", async () => {
-    const gpu = await startWebUiDouble({ stepMs: 60 });
+    // 150 steps at 100 ms: the orphaned run lasts 15 s, well past a takeover (lock 2 s + stalled check 2 s) even on a loaded machine.
+    const gpu = await startWebUiDouble({ stepMs: 100 });
     try {
       const reg = await rest(stack.baseUrl, "POST", "/endpoints/webui", { key: stack.adminKey, body: { name: "crash-gpu", base_url: gpu.url } });
       expect(reg.body.data.endpoint_status).toBe("InService");
