@@ -141,7 +141,7 @@ describe("graphql-ws limits", () => {
       let dispose = () => {};
       const outcome = new Promise<unknown>((resolve) => {
         dispose = client.subscribe({ query }, { next: () => undefined, error: (e) => resolve(e), complete: () => resolve("completed") });
-        setTimeout(() => resolve("open"), 1000);
+        setTimeout(() => resolve("open"), 2000);
       });
       return { outcome, dispose: () => dispose() };
     };

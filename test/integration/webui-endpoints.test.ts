@@ -369,7 +369,7 @@ describe("with WORKER_CONCURRENCY=1", () => {
       for (const [i, box] of boxes.entries()) expect((await call("POST", "/endpoints/webui", { name: `box${i}`, base_url: box.url })).status).toBe(201);
       const ids: string[] = [];
       for (const i of [0, 1, 2]) {
-        const res = await call("POST", "/inferences", { sagemaker_endpoint_name: `webui-box${i}`, task_type: "txt2img", prompt: `box ${i}`, steps: 75, width: 64, height: 64 });
+        const res = await call("POST", "/inferences", { sagemaker_endpoint_name: `webui-box${i}`, task_type: "txt2img", prompt: `box ${i}`, steps: 150, width: 64, height: 64 });
         expect(res.status, res.text).toBe(202);
         ids.push(res.body.data.inference_id as string);
       }
@@ -405,7 +405,7 @@ describe("live previews in the other formats servers send", () => {
       try {
         const reg = await rest(base, "POST", "/endpoints/webui", { key: admin, body: { name: `previews-${format}`, base_url: box.url } });
         expect(reg.status, reg.text).toBe(201);
-        const id = await submit({ prompt: `${format} previews`, steps: 10, width: 256, height: 256 }, `webui-previews-${format}`);
+        const id = await submit({ prompt: `${format} previews`, steps: 20, width: 256, height: 256 }, `webui-previews-${format}`);
         expect((await finished(id)).status).toBe("succeed");
         const previews = (await stack.runtime.events.readAfter(id, 0)).filter((e) => e.type === "progress" && typeof e.data.previewKey === "string");
         expect(previews.length).toBeGreaterThan(0);
