@@ -472,8 +472,7 @@ export class InferenceService {
     const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
     const gone = !endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted" || (endpoint.status === "Failed" && endpoint.provider === "sagemaker");
     if (!job.invoked && gone) {
-      const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
-      await this.transition(id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
+      await this.failForGoneEndpoint(job, endpoint);
       return {};
     }
     if (job.status === "QUEUED" && !job.slotClaimedAt) {
@@ -519,12 +518,16 @@ export class InferenceService {
     if (!job || !job.slotClaimedAt || (job.status !== "QUEUED" && job.status !== "DISPATCHED" && job.status !== "RUNNING")) return {};
     const endpoint = await this.db.getRepository(EndpointEntity).findOneBy({ id: job.endpointId });
     if (!endpoint || endpoint.status === "Deleting" || endpoint.status === "Deleted") {
-      const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
-      await this.transition(id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
+      await this.failForGoneEndpoint(job, endpoint);
       return {};
     }
     if (!this.webUi) throw new Error("no WebUI executor is wired");
     return this.webUi.run(job, endpoint);
+  }
+
+  private async failForGoneEndpoint(job: InferenceEntity, endpoint: EndpointEntity | null): Promise<void> {
+    const reason = `endpoint ${job.endpointName} is ${endpoint?.status ?? "gone"}; the job cannot run`;
+    await this.transition(job.id, "FAILED", { failureReason: reason, completedAt: new Date() }, { reason }, "failed");
   }
 
   private async dispatchToSageMaker(job: InferenceEntity, endpoint: EndpointEntity): Promise<{ recheckInMs?: number }> {

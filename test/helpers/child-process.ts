@@ -65,3 +65,14 @@ export function spawnDiffgate(env: Record<string, string>): DiffgateProcess {
     },
   };
 }
+
+/**
+ * A worker-only Diffgate process sharing a test stack's Postgres, Redis, store and emulator (its
+ * `childEnv`), sending progress callbacks to the stack's API; it is added to `started` so the test
+ * can kill what it started.
+ */
+export function spawnWorker(stack: { childEnv: Record<string, string>; baseUrl: string }, started: DiffgateProcess[]): DiffgateProcess {
+  const w = spawnDiffgate({ ...stack.childEnv, ROLE: "worker", LOG_LEVEL: "warn", PUBLIC_URL: stack.baseUrl });
+  started.push(w);
+  return w;
+}

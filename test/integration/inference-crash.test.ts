@@ -1,6 +1,6 @@
 import { InvokeEndpointAsyncCommand } from "@aws-sdk/client-sagemaker-runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnDiffgate, type DiffgateProcess } from "../helpers/child-process.js";
+import { spawnWorker, type DiffgateProcess } from "../helpers/child-process.js";
 import { rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
 import { startWebUiDouble } from "../helpers/webui-double.js";
 import { until } from "../helpers/until.js";
@@ -20,11 +20,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
-function worker(): DiffgateProcess {
-  const w = spawnDiffgate({ ...stack.childEnv, ROLE: "worker", LOG_LEVEL: "warn", PUBLIC_URL: stack.baseUrl });
-  workers.push(w);
-  return w;
-}
+const worker = () => spawnWorker(stack, workers);
 
 const row = async (id: string) =>
   ((await stack.runtime.db.query(`SELECT status, payload_written AS "payloadWritten", invoked, invoke_started_at AS "invokeStartedAt", payload_key AS "payloadKey" FROM inferences WHERE id = $1`, [id])) as Array<{

@@ -1,6 +1,6 @@
 import { DescribeTrainingJobCommand, ListTrainingJobsCommand } from "@aws-sdk/client-sagemaker";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnDiffgate, type DiffgateProcess } from "../helpers/child-process.js";
+import { spawnWorker, type DiffgateProcess } from "../helpers/child-process.js";
 import { rest, startTestStack, type TestStack } from "../helpers/test-stack.js";
 import { until } from "../helpers/until.js";
 
@@ -24,11 +24,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
-function worker(): DiffgateProcess {
-  const w = spawnDiffgate({ ...stack.childEnv, ROLE: "worker", LOG_LEVEL: "warn", PUBLIC_URL: stack.baseUrl });
-  workers.push(w);
-  return w;
-}
+const worker = () => spawnWorker(stack, workers);
 
 const key = () => stack.adminKey;
 const row = async (id: string) => ((await stack.runtime.db.query(`SELECT status, job_created AS "jobCreated", sagemaker_job_name AS "jobName" FROM trainings WHERE id = $1`, [id])) as Array<{ status: string; jobCreated: boolean; jobName: string }>)[0]!;
